@@ -1,0 +1,36 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input columns and format")
+    g.add_argument("--format", dest="data_format", choices=["auto", "movielens", "csv", "tsv", "parquet"],
+                   default="auto", help="input format (default: detected from the file)")
+    g.add_argument("--sep", default=None, help="field delimiter for CSV/TSV (default: sniffed)")
+    g.add_argument("--user-col", default=None, help="user column name (default: recognised names)")
+    g.add_argument("--item-col", default=None, help="item column name")
+    g.add_argument("--rating-col", default=None, help="rating column name")
+    g.add_argument("--timestamp-col", default=None, help="timestamp column name")
+    g.add_argument(
+        "--duplicates", choices=["error", "first", "last", "mean"], default="error",
+        help="repeated (user, item) rows: error (default) names the line; first/last keep one; mean averages",
+    )
+
+
+def read_data(path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
+    """Read interactions from PATH ("builtin" = the built-in data set) with the shared options."""
+    if path == "builtin":
+        from fmrec.data.synthetic import load_builtin
+
+        return load_builtin()
+    from fmrec.data.readers import read_interactions
+
+    fmt = None if args.data_format == "auto" else args.data_format
+    return read_interactions(
+        path, format=fmt, sep=args.sep, user_col=args.user_col, item_col=args.item_col,
+        rating_col=args.rating_col, timestamp_col=args.timestamp_col, duplicates=args.duplicates, **kwargs,
+    )

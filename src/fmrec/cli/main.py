@@ -1,0 +1,91 @@
+"""``fmrec`` command line: parses options and calls the library (one module per command).
+
+Heavy imports (numba, faiss, pandas) happen inside the commands, so ``fmrec --help``
+is instant.  Errors fmrec raises on purpose print as one line and exit 1;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+COMMANDS = {
+    "train": "fmrec.cli.train",
+    "predict": "fmrec.cli.predict",
+    "recommend": "fmrec.cli.recommend",
+    "evaluate": "fmrec.cli.evaluate",
+    "run": "fmrec.cli.run",
+    "datasets": "fmrec.cli.datasets",
+}
+
+EPILOG = """examples:
+  fmrec run                                   # whole pipeline on the built-in data set
+  fmrec datasets fetch movielens-100k --dest data
+  fmrec train data/ml-100k/ua.base --out model --task binary --threshold 4
+  fmrec predict model data/ml-100k/ua.test --out predictions.csv
+  fmrec recommend model --k 100 --out sqlite:///recs.db
+  fmrec evaluate model data/ml-100k/ua.test --k 10
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fmrec import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fmrec",
+        description="Factorization machines to exact top-k recommendations for every user.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fmrec {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("fmrec")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args.quiet)
+    from fmrec.errors import FmrecError
+
+    try:
+        return int(args.func(args) or 0)
+    except FmrecError as exc:
+        if args.debug:
+            raise
+        stage = getattr(exc, "stage", None)
+        where = f" (stage '{stage}' failed; published lists untouched)" if stage else ""
+        print(f"fmrec {args.command}: error: {exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fmrec: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, MemoryError) as exc:
+        if args.debug:
+            raise
+        print(f"fmrec {args.command}: error: {exc}".replace("\n", " "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

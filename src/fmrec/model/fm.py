@@ -1,0 +1,391 @@
+"""The ``FactorizationMachine`` estimator (scikit-learn conventions)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fmrec.data import Interactions
+from fmrec.data.encode import Encoder
+from fmrec.errors import ConfigError, DataError, DivergenceError, NotFittedError
+
+log = logging.getLogger("fmrec.model")
+
+TASKS = ("regression", "binary")
+SOLVERS = ("sgd",)
+OPTIMIZERS = ("adagrad", "sgd")
+
+
+class FactorizationMachine:
+    """Degree-2 factorization machine trained by per-sample SGD (AdaGrad by default).
+
+    ``y(x) = w0 + w.x + sum_{j<l} <v_j, v_l> x_j x_l``
+
+    Parameters
+    ----------
+    task : "regression" (squared loss) or "binary" (logistic loss).  With
+        ``Interactions`` input, ``binary`` labels are ``rating >= threshold``.
+    n_factors : number of latent factors ``k``.
+    n_epochs : maximum passes over the data.
+    solver : "sgd" (per-sample, lock-free threads).
+    optimizer : "adagrad" (per-parameter step sizes) or "sgd" (plain steps).
+    learning_rate : step size for every parameter group unless overridden by
+        ``learning_rate_bias`` / ``learning_rate_linear`` / ``learning_rate_factors``.
+    l2_bias, l2_linear, l2_factors : L2 penalties for ``w0``, ``w`` and ``V``
+        (``l2_factors=None``: 0.1 for regression, 0.05 for binary, tuned on
+        MovieLens-100K).
+    init_std : standard deviation of the normal initialisation of ``V``.
+    threshold : rating threshold for ``binary`` labels from ratings.
+    n_threads : training/prediction threads; 1 is bit-for-bit reproducible for a
+        given ``random_state``; more uses lock-free (Hogwild) updates.
+    random_state : seed (int), ``numpy.random.Generator`` or None.
+    early_stopping : with a validation set, stop when the validation metric has
+        not improved for ``patience`` epochs and restore the best epoch's parameters.
+    clip_predictions : for regression, clip predictions to the training target range.
+    verbose : log one line per epoch (loss, validation metric) to the ``fmrec`` logger.
+
+    Fitted attributes: ``w0_``, ``w_``, ``V_``, ``history_`` (list of per-epoch dicts),
+    ``n_features_in_``, ``encoder_`` (ID maps; ``None`` when fit on a matrix),
+    ``y_range_``, ``best_epoch_``.
+    """
+
+    def __init__(
+        self,
+        task: str = "regression",
+        n_factors: int = 64,
+        n_epochs: int = 20,
+        solver: str = "sgd",
+        optimizer: str = "adagrad",
+        learning_rate: float = 0.05,
+        learning_rate_bias: float | None = None,
+        learning_rate_linear: float | None = None,
+        learning_rate_factors: float | None = None,
+        l2_bias: float = 0.0,
+        l2_linear: float = 0.01,
+        l2_factors: float | None = None,
+        init_std: float = 0.01,
+        threshold: float = 4.0,
+        n_threads: int = 1,
+        random_state: Any = None,
+        early_stopping: bool = True,
+        patience: int = 5,
+        clip_predictions: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        self.task = task
+        self.n_factors = n_factors
+        self.n_epochs = n_epochs
+        self.solver = solver
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.learning_rate_bias = learning_rate_bias
+        self.learning_rate_linear = learning_rate_linear
+        self.learning_rate_factors = learning_rate_factors
+        self.l2_bias = l2_bias
+        self.l2_linear = l2_linear
+        self.l2_factors = l2_factors
+        self.init_std = init_std
+        self.threshold = threshold
+        self.n_threads = n_threads
+        self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.clip_predictions = clip_predictions
+        self.verbose = verbose
+
+    # --------------------------------------------------------- sklearn plumbing
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> "FactorizationMachine":
+        valid = set(self._get_param_names())
+        for key, value in params.items():
+            if key not in valid:
+                raise ConfigError(f"invalid parameter {key!r} for FactorizationMachine; valid: {sorted(valid)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k) != v]
+        return f"FactorizationMachine({', '.join(changed)})"
+
+    # ------------------------------------------------------------- validation
+    def _validate_params(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (isinstance(self.n_factors, (int, np.integer)) and self.n_factors >= 1):
+            raise ConfigError(f"n_factors must be a positive integer, got {self.n_factors!r}")
+        if not (isinstance(self.n_epochs, (int, np.integer)) and self.n_epochs >= 1):
+            raise ConfigError(f"n_epochs must be a positive integer, got {self.n_epochs!r}")
+        for name in ("learning_rate", "learning_rate_bias", "learning_rate_linear", "learning_rate_factors"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a positive number, got {v!r}")
+        for name in ("l2_bias", "l2_linear", "l2_factors", "init_std"):
+            v = getattr(self, name)
+            if v is None and name == "l2_factors":
+                continue
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a non-negative number, got {v!r}")
+        if not (isinstance(self.patience, (int, np.integer)) and self.patience >= 1):
+            raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
+
+    def _rates(self) -> tuple[float, float, float]:
+        lr = self.learning_rate
+        return (
+            float(self.learning_rate_bias if self.learning_rate_bias is not None else lr),
+            float(self.learning_rate_linear if self.learning_rate_linear is not None else lr),
+            float(self.learning_rate_factors if self.learning_rate_factors is not None else lr),
+        )
+
+    def _l2_factors(self) -> float:
+        if self.l2_factors is None:
+            return 0.1 if self.task == "regression" else 0.05
+        return float(self.l2_factors)
+
+    def _targets(self, inter: Interactions) -> np.ndarray:
+        if inter.rating is None:
+            if self.task == "regression":
+                raise DataError("regression needs ratings, but the data has no rating column", path=inter.source)
+            return np.ones(len(inter), dtype=np.float64)
+        if self.task == "binary":
+            return (inter.rating >= self.threshold).astype(np.float64)
+        return inter.rating.astype(np.float64)
+
+    def _as_matrix(self, X: Any, y: Any, fitting: bool) -> tuple[sp.csr_matrix, np.ndarray | None]:
+        """Turn supported inputs into (CSR design matrix, targets or None)."""
+        if isinstance(X, pd.DataFrame):
+            X = Interactions.from_frame(X, allow_empty=not fitting, duplicates="last" if not fitting else "error")
+        if isinstance(X, Interactions):
+            if fitting:
+                self.encoder_ = Encoder(X.user_map, X.item_map)
+            elif getattr(self, "encoder_", None) is None:
+                raise ConfigError("this model was fit on a design matrix; predict needs a design matrix too")
+            M = self.encoder_.transform(X)
+            t = self._targets(X) if (y is None and (fitting or X.rating is not None)) else None
+            if y is not None:
+                t = np.asarray(y, dtype=np.float64)
+            return M, t
+        if not sp.issparse(X):
+            X = np.asarray(X)
+            if X.ndim != 2:
+                raise DataError(f"X must be 2-D, got shape {X.shape}")
+        M = sp.csr_matrix(X, dtype=np.float32)
+        if fitting:
+            self.encoder_ = None
+        t = None
+        if y is not None:
+            t = np.asarray(y, dtype=np.float64).ravel()
+            if t.shape[0] != M.shape[0]:
+                raise DataError(f"X has {M.shape[0]} rows but y has {t.shape[0]} values")
+            if not np.all(np.isfinite(t)):
+                r = int(np.flatnonzero(~np.isfinite(t))[0])
+                raise DataError("target is not finite", line=r + 1, value=float(t[r]))
+            if self.task == "binary" and not np.all((t == 0) | (t == 1)):
+                t = (t >= self.threshold).astype(np.float64)
+        return M, t
+
+    @staticmethod
+    def _csr_arrays(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not np.all(np.isfinite(M.data)):
+            raise DataError("design matrix holds non-finite values")
+        return (
+            np.ascontiguousarray(M.indptr, dtype=np.int64),
+            np.ascontiguousarray(M.indices, dtype=np.int32),
+            np.ascontiguousarray(M.data, dtype=np.float32),
+        )
+
+    # --------------------------------------------------------------------- fit
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        valid: Any = None,
+        y_valid: Any = None,
+    ) -> "FactorizationMachine":
+        """Fit on ``Interactions`` / a DataFrame (``user_id, item_id, rating``) or a
+        sparse design matrix with targets ``y``.  ``valid`` (same kinds) enables
+        per-epoch validation and early stopping.  Returns ``self``."""
+        from fmrec._threads import resolve_threads, thread_limits
+        from fmrec.model import _kernels as K
+
+        self._validate_params()
+        M, t = self._as_matrix(X, y, fitting=True)
+        if t is None:
+            raise DataError("fit needs targets: pass y, or interactions with ratings")
+        if M.shape[0] == 0:
+            raise DataError("no training rows")
+        indptr, indices, data = self._csr_arrays(M)
+        n_features = M.shape[1]
+        Mv = tv = None
+        if valid is not None:
+            Mv, tv = self._as_matrix(valid, y_valid, fitting=False)
+            if tv is None:
+                raise DataError("validation data needs targets")
+            if Mv.shape[1] != n_features:
+                raise DataError(f"validation matrix has {Mv.shape[1]} columns, training has {n_features}")
+        rng = np.random.default_rng(self.random_state)
+        k = int(self.n_factors)
+        w0 = np.zeros(1, dtype=np.float64)
+        if self.task == "regression":
+            w0[0] = float(t.mean())
+        else:
+            p = min(max(float(t.mean()), 1e-6), 1 - 1e-6)
+            w0[0] = math.log(p / (1 - p))
+        w = np.zeros(n_features, dtype=np.float32)
+        V = (rng.standard_normal((n_features, k)) * self.init_std).astype(np.float32)
+        g_w0 = np.zeros(1, dtype=np.float64)
+        g_w = np.zeros(n_features, dtype=np.float32)
+        g_V = np.zeros((n_features, k), dtype=np.float32)
+        lr_b, lr_w, lr_v = self._rates()
+        task = K.TASK_REGRESSION if self.task == "regression" else K.TASK_BINARY
+        opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
+        n_threads = resolve_threads(self.n_threads)
+        self.y_range_ = (float(t.min()), float(t.max()))
+        self.n_features_in_ = n_features
+        self.history_: list[dict[str, float]] = []
+        best = (math.inf, -1, None)
+        bad_epochs = 0
+        y64 = np.ascontiguousarray(t, dtype=np.float64)
+        with thread_limits(n_threads, blas_threads=1):
+            for epoch in range(1, int(self.n_epochs) + 1):
+                start = time.perf_counter()
+                order = rng.permutation(M.shape[0]).astype(np.int64)
+                total = K.sgd_epoch(
+                    indptr, indices, data, y64, order, task, opt,
+                    w0, w, V, g_w0, g_w, g_V,
+                    lr_b, lr_w, lr_v, float(self.l2_bias), float(self.l2_linear), self._l2_factors(),
+                    n_threads,
+                )
+                loss = total / M.shape[0]
+                if not math.isfinite(loss) or not (np.isfinite(w0[0]) and np.isfinite(w).all() and np.isfinite(V).all()):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch} (loss={loss}); lower the learning rate "
+                        f"(learning_rate={self.learning_rate}, factors {lr_v}) or raise the L2 penalties"
+                    )
+                entry: dict[str, float] = {
+                    "epoch": epoch,
+                    "train_loss": (math.sqrt(2 * loss) if task == K.TASK_REGRESSION else loss),
+                    "seconds": time.perf_counter() - start,
+                }
+                if Mv is not None:
+                    self.w0_, self.w_, self.V_ = float(w0[0]), w, V
+                    entry.update(self._valid_metrics(Mv, tv))
+                    metric = entry["valid_rmse"] if task == K.TASK_REGRESSION else entry["valid_log_loss"]
+                    if metric < best[0] - 1e-6:
+                        best = (metric, epoch, (float(w0[0]), w.copy(), V.copy()))
+                        bad_epochs = 0
+                    else:
+                        bad_epochs += 1
+                self.history_.append(entry)
+                if self.verbose:
+                    log.info(
+                        "epoch %d/%d  %s", epoch, self.n_epochs,
+                        "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ not in ("epoch",)),
+                    )
+                if Mv is not None and self.early_stopping and bad_epochs >= self.patience:
+                    if self.verbose:
+                        log.info("early stopping: no improvement for %d epochs", self.patience)
+                    break
+        if Mv is not None and self.early_stopping and best[2] is not None:
+            self.w0_, self.w_, self.V_ = best[2][0], best[2][1], best[2][2]
+            self.best_epoch_ = best[1]
+        else:
+            self.w0_, self.w_, self.V_ = float(w0[0]), w, V
+            self.best_epoch_ = len(self.history_)
+        return self
+
+    def _valid_metrics(self, Mv: sp.csr_matrix, tv: np.ndarray) -> dict[str, float]:
+        raw = self._raw(Mv)
+        if self.task == "regression":
+            pred = self._clip(raw)
+            return {"valid_rmse": float(np.sqrt(np.mean((pred - tv) ** 2)))}
+        prob = _sigmoid(raw)
+        eps = 1e-15
+        pc = np.clip(prob, eps, 1 - eps)
+        ll = float(-np.mean(tv * np.log(pc) + (1 - tv) * np.log(1 - pc)))
+        acc = float(np.mean((prob >= 0.5) == (tv == 1)))
+        return {"valid_log_loss": ll, "valid_accuracy": acc}
+
+    # ----------------------------------------------------------------- predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "V_"):
+            raise NotFittedError("this FactorizationMachine is not fitted yet; call fit first")
+
+    def _raw(self, M: sp.csr_matrix) -> np.ndarray:
+        from fmrec._threads import resolve_threads, thread_limits
+        from fmrec.model import _kernels as K
+
+        if M.shape[1] != self.n_features_in_:
+            raise DataError(f"X has {M.shape[1]} columns; the model was trained with {self.n_features_in_}")
+        indptr, indices, data = self._csr_arrays(M)
+        if M.shape[0] == 0:
+            return np.zeros(0, dtype=np.float64)
+        n_threads = resolve_threads(self.n_threads)
+        n_chunks = max(1, min(M.shape[0], 4 * n_threads))
+        with thread_limits(n_threads):
+            return K.predict_raw(indptr, indices, data, float(self.w0_), self.w_, self.V_, n_chunks)
+
+    def _clip(self, raw: np.ndarray) -> np.ndarray:
+        if self.task == "regression" and self.clip_predictions:
+            return np.clip(raw, self.y_range_[0], self.y_range_[1])
+        return raw
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw FM scores (logits for ``binary``), unclipped: the scores the index ranks by."""
+        self._check_fitted()
+        M, _ = self._as_matrix(X, None, fitting=False)
+        return self._raw(M)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions: ratings (clipped to the training range) for regression,
+        probabilities for binary.  Unknown users/items contribute no terms."""
+        self._check_fitted()
+        M, _ = self._as_matrix(X, None, fitting=False)
+        raw = self._raw(M)
+        if self.task == "binary":
+            return _sigmoid(raw)
+        return self._clip(raw)
+
+    def score_pairs(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+        """Raw FM scores for external (user, item) ID pairs."""
+        self._check_fitted()
+        if self.encoder_ is None:
+            raise ConfigError("score_pairs needs a model fit on interactions (with ID maps)")
+        enc = self.encoder_
+        M = enc.transform_indices(enc.user_map.to_index(user_ids), enc.item_map.to_index(item_ids))
+        return self._raw(M)
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: Any, **extra: Any) -> None:
+        """Save to a model folder (see :mod:`fmrec.model.io`)."""
+        from fmrec.model.io import save_model
+
+        save_model(self, path, **extra)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out = np.empty_like(z, dtype=np.float64)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out

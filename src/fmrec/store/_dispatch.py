@@ -1,0 +1,142 @@
+"""``open_sink``: pick a sink from the target's URL scheme or file suffix.
+
+Adding a backend is one call to :func:`register_scheme` or
+:func:`register_suffix` (the PostgreSQL sink replaces the placeholder factory
+registered for ``postgresql://`` below).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+from fmrec.errors import ConfigError
+from fmrec.store._base import Sink
+
+__all__ = ["open_sink", "register_scheme", "register_suffix", "accepted_targets"]
+
+#: A factory takes ``(target, run_id, format, **opts)`` and returns a Sink.
+SinkFactory = Callable[..., Sink]
+
+_SCHEMES: dict[str, SinkFactory] = {}
+_SUFFIXES: dict[str, SinkFactory] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_scheme(scheme: str, factory: SinkFactory, description: str | None = None) -> None:
+    """Route targets starting with ``<scheme>://`` to ``factory``."""
+    _SCHEMES[scheme.lower()] = factory
+    if description:
+        _DESCRIPTIONS[f"{scheme}://"] = description
+
+
+def register_suffix(suffix: str, factory: SinkFactory, description: str | None = None) -> None:
+    """Route paths ending in ``suffix`` (e.g. ``".jsonl"``, case-insensitive) to ``factory``."""
+    _SUFFIXES[suffix.lower()] = factory
+    if description:
+        _DESCRIPTIONS[suffix] = description
+
+
+def accepted_targets() -> str:
+    """One-line description of the accepted target forms."""
+    return ", ".join(_DESCRIPTIONS.values())
+
+
+def _check_opts(cls: type, target: str, opts: dict[str, Any]) -> None:
+    """Unknown options are a ConfigError naming them and the accepted ones."""
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "format"]
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {cls.__name__} ({target}); "
+            f"accepted: {', '.join(allowed) or 'none'}"
+        )
+
+
+def _no_format(kind: str, target: str, format: str | None) -> None:
+    if format is not None:
+        raise ConfigError(f"format {format!r} applies to JSON lines targets only, not the {kind} target {target}")
+
+
+def _jsonl(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
+    from fmrec.store.jsonl import JsonlSink
+
+    _check_opts(JsonlSink, target, opts)
+    return JsonlSink(target, run_id, format=format, **opts)
+
+
+def _parquet(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
+    from fmrec.store.parquet import ParquetSink
+
+    _no_format("Parquet", target, format)
+    _check_opts(ParquetSink, target, opts)
+    return ParquetSink(target, run_id, **opts)
+
+
+def _sqlite(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
+    from fmrec.store.sqlite import SqliteSink
+
+    _no_format("SQLite", target, format)
+    _check_opts(SqliteSink, target, opts)
+    return SqliteSink(target, run_id, **opts)
+
+
+def _postgresql_placeholder(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
+    raise ConfigError(f"PostgreSQL sink not available yet (target {_redact(target)})")
+
+
+def _redact(target: str) -> str:
+    """Hide a password in ``scheme://user:password@host`` before printing a target."""
+    scheme, sep, rest = target.partition("://")
+    if sep and "@" in rest:
+        cred, _, host = rest.rpartition("@")
+        if ":" in cred:
+            cred = cred.split(":", 1)[0] + ":***"
+        return f"{scheme}://{cred}@{host}"
+    return target
+
+
+register_suffix(".jsonl", _jsonl, "a *.jsonl or *.json file (JSON lines)")
+register_suffix(".json", _jsonl)
+register_suffix(".parquet", _parquet, "a *.parquet file")
+register_scheme("sqlite", _sqlite, "sqlite:///relative.db or sqlite:////absolute/path.db")
+register_scheme("postgresql", _postgresql_placeholder, "postgresql://... (not available yet)")
+register_scheme("postgres", _postgresql_placeholder)
+
+
+def open_sink(
+    target: str | os.PathLike[str],
+    run_id: str | None = None,
+    format: str | None = None,
+    **opts: Any,
+) -> Sink:
+    """Open the sink for ``target``; use it as a context manager.
+
+    ``target`` forms: ``*.jsonl`` / ``*.json`` -> :class:`JsonlSink` (``format``
+    ``"fmrec"`` or ``"sagemaker"``); ``*.parquet`` -> :class:`ParquetSink`;
+    ``sqlite:///relative.db`` / ``sqlite:////abs/path.db`` -> :class:`SqliteSink`.
+    ``opts`` are the sink's keyword options.  Anything else raises
+    :class:`~fmrec.errors.ConfigError` with a one-line message.
+
+    Example::
+
+        with open_sink("sqlite:///recs.db", keep_runs=5) as sink:
+            for batch in batches:
+                sink.write(batch)
+        # published here; an exception inside the block aborts instead
+    """
+    text = os.fspath(target)
+    if not isinstance(text, str):
+        raise ConfigError(f"sink target must be a path or URL string, got {target!r}")
+    scheme, sep, _ = text.partition("://")
+    if sep:
+        factory = _SCHEMES.get(scheme.lower())
+    elif text.lower().startswith("sqlite:"):
+        factory = _SCHEMES["sqlite"]  # sqlite_path explains the malformed URL
+    else:
+        factory = next((f for suffix, f in _SUFFIXES.items() if text.lower().endswith(suffix)), None)
+    if factory is None:
+        raise ConfigError(f"unknown sink target {_redact(text)!r}: expected {accepted_targets()}")
+    return factory(text, run_id, format, **opts)
