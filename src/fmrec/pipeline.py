@@ -1,11 +1,15 @@
-"""``fmrec run``: load -> train -> export -> index -> recommend -> publish -> evaluate.
+"""``fmrec run``: load -> train -> export -> index -> recommend -> evaluate -> publish.
 
 One TOML file configures a run (every key optional; the defaults run the
 built-in data set).  Each run gets an id and a folder
 ``<output.dir>/runs/<run_id>/`` holding ``config.json`` (the resolved
 configuration), ``metrics.json``, ``model/`` and ``run.log``.  A lock file keeps
 two runs of the same output folder from overlapping.  The published lists
-change only when every stage succeeded (the sink publishes last, atomically).
+change only when every stage succeeded: the lists are staged in the sink,
+evaluated, and published last in one atomic step.  Values of the sections other
+than ``[model]`` are type-checked against the defaults; relative paths in the
+file (data files, ``output.dir``, ``recommend.target``) are relative to the
+file's folder.
 """
 
 from __future__ import annotations

@@ -81,6 +81,7 @@ def _titles(rng: np.random.Generator, n: int) -> list[str]:
             base = f"{noun} and {noun2}"
         else:
             base = f"A {adj} {noun} in {_PLACES[int(rng.integers(0, len(_PLACES)))]}"
+        base = base[0].upper() + base[1:]
         title = f"{base} ({years[k % years.size]})"
         k += 1
         if title in seen:
