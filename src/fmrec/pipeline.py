@@ -58,11 +58,76 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Allowed values of the string keys that name a choice (checked when the config is loaded).
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("data", "format"): ("auto", "movielens", "csv", "tsv", "parquet"),
+    ("data", "duplicates"): ("error", "first", "last", "mean"),
+    ("recommend", "index"): ("exact", "flat"),
+    ("recommend", "format"): ("fmrec", "sagemaker"),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_value(where: str, section: str, key: str, value: Any) -> None:
+    """Type (and range) of one value outside ``[model]``, against the defaults."""
+    default = DEFAULTS[section][key]
+    name = f"[{section}] {key}"
+    if (section, key) == ("evaluate", "k"):
+        ks = [value] if _is_int(value) else value
+        if not isinstance(ks, list) or not ks or not all(_is_int(x) and x >= 1 for x in ks):
+            raise ConfigError(f"{where}: {name} must be a positive integer or a list of them, not {value!r}")
+        return
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = _is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, what = isinstance(value, str), "a string"
+    if not ok:
+        raise ConfigError(f"{where}: {name} must be {what}, not {value!r}")
+    if (section, key) == ("recommend", "k") and value < 1:
+        raise ConfigError(f"{where}: {name} must be a positive integer, not {value!r}")
+    if (section, key) == ("data", "test_per_user") and value < 0:
+        raise ConfigError(f"{where}: {name} must be 0 or more, not {value!r}")
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {name} must be one of {list(choices)}, not {value!r}")
+
+
+def _resolve_paths(layer: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a config file's layer relative to the file's folder."""
+    data = layer.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "test", "item_names"):
+            v = data.get(key)
+            if isinstance(v, str) and v and v != "builtin" and not Path(v).is_absolute():
+                data[key] = str(base / v)
+    out = layer.get("output")
+    if isinstance(out, dict) and isinstance(out.get("dir"), str) and not Path(out["dir"]).is_absolute():
+        out["dir"] = str(base / out["dir"])
+    rec = layer.get("recommend")
+    target = rec.get("target") if isinstance(rec, dict) else None
+    if isinstance(target, str) and target:
+        if target.startswith("sqlite:///"):
+            rest = target[len("sqlite:///"):]
+            if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+                rec["target"] = "sqlite:///" + (base / rest).as_posix()
+        elif "://" not in target and not target.startswith("sqlite:") and not Path(target).is_absolute():
+            rec["target"] = str(base / target)
+
+
 def load_config(path: Any = None, overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Defaults, updated by the TOML file at ``path`` and then by ``overrides``.
 
     Unknown sections or keys (outside ``[model]``, which takes any estimator
-    parameter) raise :class:`ConfigError` naming them.
+    parameter) and values of the wrong type raise :class:`ConfigError` naming
+    them.  Relative paths in the file are relative to the file's folder;
+    ``overrides`` are taken as they are (relative to the working directory).
     """
     cfg = copy.deepcopy(DEFAULTS)
     layers: list[tuple[str, dict[str, Any]]] = []
@@ -74,11 +139,17 @@ def load_config(path: Any = None, overrides: dict[str, dict[str, Any]] | None = 
         p = Path(path)
         try:
             with open(p, "rb") as fh:
-                layers.append((str(p), tomllib.load(fh)))
+                layer = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"{p}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{p}: is a folder, not a config file") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text ({exc.reason})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML ({exc})") from None
+        _resolve_paths(layer, p.resolve().parent)
+        layers.append((str(p), layer))
     if overrides:
         layers.append(("overrides", overrides))
     for where, layer in layers:
@@ -88,16 +159,11 @@ def load_config(path: Any = None, overrides: dict[str, dict[str, Any]] | None = 
             if not isinstance(values, dict):
                 raise ConfigError(f"{where}: [{section}] must be a table")
             for key, value in values.items():
-                if section != "model" and key not in cfg[section]:
-                    raise ConfigError(f"{where}: unknown key {key!r} in [{section}]; known: {sorted(cfg[section])}")
+                if section != "model":
+                    if key not in cfg[section]:
+                        raise ConfigError(f"{where}: unknown key {key!r} in [{section}]; known: {sorted(cfg[section])}")
+                    _check_value(where, section, key, value)
                 cfg[section][key] = value
-    if path is not None:
-        # relative paths in the file are relative to the file's folder
-        base = Path(path).resolve().parent
-        for key in ("train", "test", "item_names"):
-            v = cfg["data"][key]
-            if v and v != "builtin" and not Path(v).is_absolute():
-                cfg["data"][key] = str(base / v)
     return cfg
 
 
@@ -203,19 +269,27 @@ def evaluate_model(model: Any, train: Any, test: Any, ks: list[int], *, seen: An
 
 def run_pipeline(config: Any = None, *, run_id: str | None = None,
                  overrides: dict[str, dict[str, Any]] | None = None) -> RunResult:
-    """Run every stage once; publish the lists only when all stages succeeded."""
+    """Run every stage once; publish the lists only when all stages succeeded.
+
+    Stages: config, load, train, recommend (lists staged in the sink), evaluate,
+    publish.  An exception raised by a stage carries the stage's name in its
+    ``stage`` attribute; the previously published lists are then untouched.
+    """
     from fmrec.model import FactorizationMachine, save_model
     from fmrec.recommend import recommend_all
-    from fmrec.store import open_sink
+    from fmrec.store import open_sink, validate_run_id
 
     cfg = config if isinstance(config, dict) else load_config(config, overrides)
     out_dir = Path(cfg["output"]["dir"])
-    run_id = run_id or _new_run_id()
+    run_id = validate_run_id(run_id) if run_id else _new_run_id()
     folder = out_dir / "runs" / run_id
     target = cfg["recommend"]["target"] or f"sqlite:///{(out_dir / 'recommendations.db').as_posix()}"
     seconds: dict[str, float] = {}
     with RunLock(out_dir):
-        folder.mkdir(parents=True, exist_ok=False)
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise ConfigError(f"{folder}: run folder already exists; choose another run id") from None
         handler = logging.FileHandler(folder / "run.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         root = logging.getLogger("fmrec")
@@ -257,35 +331,49 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
             rc = cfg["recommend"]
             opts = {"format": rc["format"]} if rc["format"] != "fmrec" else {}
             n_users = 0
-            first = None
+            show = str(cfg["output"]["show_user"])
+            sample_batch, sample_row = None, 0
             with open_sink(target, run_id=run_id, **opts) as sink:
                 for batch in recommend_all(
                     model, int(rc["k"]), seen=seen, exclude_seen=bool(rc["exclude_seen"]),
                     include_untrained_items=bool(rc["include_untrained_items"]), index=rc["index"],
                 ):
-                    if first is None and len(batch):
-                        first = batch
+                    if len(batch) and (sample_batch is None or (show and sample_row < 0)):
+                        hits = np.flatnonzero(batch.user_ids.astype(str) == show) if show else np.zeros(0, int)
+                        if hits.size:
+                            sample_batch, sample_row = batch, int(hits[0])
+                        elif sample_batch is None:  # the first user, unless show_user comes later
+                            sample_batch, sample_row = batch, (-1 if show else 0)
                     sink.write(batch)
                     n_users += len(batch)
-                stage = "publish"
-            seconds["recommend_publish"] = time.perf_counter() - t
-            log.info("published top-%d for %d users to %s", rc["k"], n_users, target)
+                seconds["recommend"] = time.perf_counter() - t
+                log.info("staged top-%d for %d users for %s", rc["k"], n_users, target)
 
-            metrics: dict[str, Any] = {"run_id": run_id, "n_users_served": n_users}
-            if test is not None:
-                stage = "evaluate"
+                # evaluate before publishing: the lists change only when every stage succeeded
+                metrics: dict[str, Any] = {"run_id": run_id, "n_users_served": n_users}
+                if test is not None:
+                    stage = "evaluate"
+                    t = time.perf_counter()
+                    ks = cfg["evaluate"]["k"]
+                    ks = [int(ks)] if isinstance(ks, int) else [int(x) for x in ks]
+                    metrics.update(evaluate_model(model, train, test, ks, seen=seen,
+                                                  min_rating=cfg["evaluate"]["min_rating"], index=rc["index"],
+                                                  baseline=bool(cfg["evaluate"]["baseline"])))
+                    seconds["evaluate"] = time.perf_counter() - t
+                metrics["seconds"] = seconds
+                (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+                stage = "publish"
                 t = time.perf_counter()
-                ks = cfg["evaluate"]["k"]
-                ks = [int(ks)] if isinstance(ks, int) else [int(x) for x in ks]
-                metrics.update(evaluate_model(model, train, test, ks, seen=seen,
-                                              min_rating=cfg["evaluate"]["min_rating"], index=rc["index"],
-                                              baseline=bool(cfg["evaluate"]["baseline"])))
-                seconds["evaluate"] = time.perf_counter() - t
-            metrics["seconds"] = seconds
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-        except FmrecError as exc:
-            log.error("stage %s failed: %s", stage, exc)
-            exc.stage = stage  # type: ignore[attr-defined]
+            seconds["publish"] = time.perf_counter() - t
+            log.info("published top-%d for %d users to %s", rc["k"], n_users, target)
+        except Exception as exc:
+            # into run.log only: the caller (the CLI) reports the error with its stage
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "stage %s failed: %s",
+                                          (stage, exc), None))
+            try:
+                exc.stage = stage  # type: ignore[attr-defined]
+            except AttributeError:  # pragma: no cover - exceptions without __dict__
+                pass
             raise
         finally:
             root.removeHandler(handler)
@@ -293,17 +381,13 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
             root.setLevel(previous_level)
 
     sample_user, sample = None, []
-    if first is not None:
-        show = cfg["output"]["show_user"]
-        r = 0
-        if show:
-            hits = np.flatnonzero(first.user_ids.astype(str) == str(show))
-            r = int(hits[0]) if hits.size else 0
-        sample_user = first.user_ids[r]
+    if sample_batch is not None:
+        r = max(sample_row, 0)
+        sample_user = sample_batch.user_ids[r]
         name_of = {str(k_): v for k_, v in (names or {}).items()}
-        c = int(first.counts[r])
-        sample = [(first.item_ids[r, j], name_of.get(str(first.item_ids[r, j]), ""), float(first.scores[r, j]))
-                  for j in range(min(c, 10))]
+        c = int(sample_batch.counts[r])
+        sample = [(sample_batch.item_ids[r, j], name_of.get(str(sample_batch.item_ids[r, j]), ""),
+                   float(sample_batch.scores[r, j])) for j in range(min(c, 10))]
     return RunResult(run_id, folder, target, metrics, seconds, sample_user, sample)
 
 

@@ -28,9 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def fetch(args: argparse.Namespace) -> int:
+    import sys
+
     from fmrec.data.datasets import fetch_dataset
 
-    path = fetch_dataset(args.name, args.dest, url=args.url, sha256=args.sha256, force=args.force, progress=not args.quiet)
+    # the progress counter rewrites one line with \r: only on a terminal, never into logs
+    progress = not args.quiet and sys.stderr.isatty()
+    path = fetch_dataset(args.name, args.dest, url=args.url, sha256=args.sha256, force=args.force, progress=progress)
     print(f"{args.name} ready in {path}")
     return 0
 

@@ -1,8 +1,9 @@
 """``fmrec`` command line: parses options and calls the library (one module per command).
 
 Heavy imports (numba, faiss, pandas) happen inside the commands, so ``fmrec --help``
-is instant.  Errors fmrec raises on purpose print as one line and exit 1;
-``--debug`` shows the traceback.
+is instant.  Errors fmrec raises on purpose (and OS errors) print as one line,
+``fmrec <command>: error: ...``, and exit 1; ``--debug`` (before or after the
+command) shows the traceback.
 """
 
 from __future__ import annotations
@@ -47,15 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(module).register(sub)
+    _add_global_options(sub)
     return parser
+
+
+def _add_global_options(sub: argparse._SubParsersAction) -> None:
+    """Accept --debug and -q/--quiet after the command too (``fmrec train ... --debug``)."""
+    for p in sub.choices.values():
+        g = p.add_argument_group("global options")
+        g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors on stderr")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_global_options(action)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n")).replace("\r", " ")
 
 
 def _setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    # --quiet filters at the handler, so other handlers (fmrec run's run.log) still get INFO
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     root = logging.getLogger("fmrec")
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.setLevel(logging.INFO)
     root.propagate = False
 
 
@@ -70,20 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except FmrecError as exc:
+    except KeyboardInterrupt:
+        print("fmrec: interrupted", file=sys.stderr)
+        return 130
+    except (FmrecError, OSError, MemoryError) as exc:
         if args.debug:
             raise
         stage = getattr(exc, "stage", None)
         where = f" (stage '{stage}' failed; published lists untouched)" if stage else ""
-        print(f"fmrec {args.command}: error: {exc}{where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fmrec: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, MemoryError) as exc:
-        if args.debug:
-            raise
-        print(f"fmrec {args.command}: error: {exc}".replace("\n", " "), file=sys.stderr)
+        text = str(exc) if isinstance(exc, FmrecError) else f"{type(exc).__name__}: {exc}"
+        print(_one_line(f"fmrec {args.command}: error: {text}{where}"), file=sys.stderr)
         return 1
 
 

@@ -60,11 +60,17 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from fmrec.errors import ConfigError
     from fmrec.model import load_model
     from fmrec.model.io import load_seen
     from fmrec.recommend import recommend_all
     from fmrec.store import open_sink
 
+    # checked before anything is opened, so a bad value never leaves a file behind
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer, got {args.k}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     log = logging.getLogger("fmrec.cli")
     t0 = time.perf_counter()
     model = load_model(args.model_dir)

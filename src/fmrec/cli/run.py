@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-HELP = """Run load -> train -> export -> index -> recommend -> publish -> evaluate once.
+HELP = """Run load -> train -> export -> index -> recommend -> evaluate -> publish once.
 
 With no CONFIG the built-in data set (deterministic, MovieLens-100K sized) is
 used: 10 ratings per user are held out for evaluation, the lists go to
 sqlite:///fmrec-output/recommendations.db (view `recommendations`), and the run
 folder fmrec-output/runs/<run_id>/ keeps config.json, metrics.json, model/ and
-run.log.  See docs/configuration.md for every key.
+run.log.  The lists are published last, in one atomic step: when any stage
+fails, the error names the stage and the previously published lists stay.
+Relative paths in CONFIG are relative to its folder; --output and --target to
+the working directory.  See docs/configuration.md for every key.
 
 example: fmrec run            or   fmrec run pipeline.toml
 """

@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         names = read_item_names(args.item_names)
     save_model(model, args.out, seen=train.to_csr(binary=True), item_names=names,
                extra={"train_file": str(args.train_file), "train_seconds": seconds, "train_rows": len(train)})
-    last = model.history_[-1] if model.history_ else {}
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("valid_") or k == "train_loss")
+    # the metrics of the epoch whose parameters were kept (the best one with --valid)
+    hist = model.history_ or [{}]
+    best = next((h for h in hist if h.get("epoch") == model.best_epoch_), hist[-1])
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith("valid_") or k == "train_loss")
     print(f"trained in {seconds:.1f}s ({len(model.history_)} epochs, best {model.best_epoch_}; {summary}); "
           f"model saved to {args.out}")
     return 0
