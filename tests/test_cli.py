@@ -666,7 +666,7 @@ def test_run_default_console_script(tmp_path: Path) -> None:
     assert worse_first == 0  # best first
     out = proc.stdout
     assert "lists published to sqlite:///fmrec-output/recommendations.db" in out
-    assert "rmse=" in out and "precision@10:" in out
+    assert "precision@10:" in out and "(popularity" in out
     assert "top 10 for user" in out
     listed = [line for line in out.splitlines() if line.startswith("  ") and ". " in line]
     assert len(listed) == 10 and all(len(line.split("  ")) >= 3 and line.split("  ")[2].strip() for line in listed)

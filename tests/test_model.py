@@ -176,7 +176,7 @@ def test_sklearn_conventions() -> None:
     assert clone.get_params() == fm.get_params()
 
 
-@pytest.mark.parametrize("bad", [{"task": "ranking"}, {"n_factors": 0}, {"learning_rate": -1.0},
+@pytest.mark.parametrize("bad", [{"task": "clustering"}, {"loss": "hinge"}, {"n_factors": 0}, {"learning_rate": -1.0},
                                  {"l2_factors": float("nan")}, {"optimizer": "lbfgs"}, {"n_epochs": 0}])
 def test_invalid_parameters_fail_at_fit(bad: dict) -> None:
     train, _, _ = planted()

@@ -153,11 +153,13 @@ def test_run_builtin_to_sqlite(tmp_path: Path) -> None:
     assert resolved["run_id"] == "first_run" and resolved["recommend"]["target"] == res.target
     metrics = json.loads((res.folder / "metrics.json").read_text())
     assert metrics["n_users_served"] == N_USERS and metrics["n_test_rows"] == N_USERS * 10
-    assert {"rmse", "mae", "model_precision@10", "popularity_precision@10"} <= metrics.keys()
+    # the default task is ranking: top-k metrics beside the baseline, no rating metrics
+    assert {"model_precision@10", "popularity_precision@10"} <= metrics.keys()
+    assert "rmse" not in metrics
     # metrics.json is written before the lists are published, so it cannot time the publish step
     assert set(metrics["seconds"]) == {"load", "train", "recommend", "evaluate"}
     assert set(res.seconds) == {"load", "train", "recommend", "evaluate", "publish"}
-    assert res.metrics["rmse"] == metrics["rmse"]
+    assert res.metrics["model_precision@10"] == metrics["model_precision@10"]
     log = (res.folder / "run.log").read_text()
     assert log.index("staged top-10") < log.index("published top-10")
     # the summary: first user's list with the built-in titles
@@ -165,7 +167,7 @@ def test_run_builtin_to_sqlite(tmp_path: Path) -> None:
     assert all(name for _, name, _ in res.sample_items)
     lines = list(format_summary(res))
     assert lines[0] == f"run first_run: lists published to {res.target}"
-    assert any(line.startswith("test: rmse=") for line in lines)
+    assert not any(line.startswith("test: rmse=") for line in lines)
     assert any(line.startswith("precision@10:") and "(popularity" in line for line in lines)
     assert lines[-11] == "top 10 for user 1:"
     # the model folder is a normal model

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timestamp_col": "",
         "duplicates": "error",
     },
-    "model": {"task": "regression", "n_factors": 64, "n_epochs": 20, "random_state": 0},
+    "model": {"task": "ranking", "n_factors": 64, "random_state": 0},
     "recommend": {
         "k": 100,
         "index": "exact",
@@ -246,7 +246,7 @@ def evaluate_model(model: Any, train: Any, test: Any, ks: list[int], *, seen: An
     from fmrec.recommend import recommend_all
 
     out: dict[str, Any] = {"n_test_rows": len(test)}
-    if test.rating is not None:
+    if test.rating is not None and model.task in ("regression", "binary"):
         pred = model.predict(test)
         if model.task == "binary":
             y = (test.rating >= model.threshold).astype(np.float64)

@@ -26,10 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("train_file", metavar="TRAIN_FILE")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--task", choices=["regression", "binary"], default="regression")
+    p.add_argument("--task", choices=["regression", "binary", "ranking"], default="regression",
+                   help="regression (ratings), binary (rating >= --threshold) or ranking (implicit "
+                        "feedback: BPR/WARP over sampled negatives; the task to use for top-k lists)")
+    p.add_argument("--loss", choices=["bpr", "warp"], default="bpr", help="ranking loss (default bpr)")
+    p.add_argument("--positive-threshold", type=float, default=None,
+                   help="ranking: only rows with rating >= this are positives (default: every row)")
+    p.add_argument("--max-sampled", type=int, default=10, help="WARP: negatives tried per positive")
     p.add_argument("--threshold", type=float, default=4.0, help="binary label: rating >= threshold (default 4)")
     p.add_argument("--factors", type=int, default=64, help="latent factors (default 64)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs (default 20)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default 20 for regression/binary, 100 for ranking)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--valid", metavar="FILE", help="validation file: per-epoch metric and early stopping")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
@@ -39,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-linear", type=float, default=None)
     p.add_argument("--lr-factors", type=float, default=None)
     p.add_argument("--l2-linear", type=float, default=0.01)
-    p.add_argument("--l2-factors", type=float, default=None, help="default: 0.1 regression, 0.05 binary")
+    p.add_argument("--l2-factors", type=float, default=None, help="default: 0.1 regression, 0.05 binary, 0.01 ranking")
     p.add_argument("--init-std", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=1,
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.lr, learning_rate_bias=args.lr_bias, learning_rate_linear=args.lr_linear,
         learning_rate_factors=args.lr_factors, l2_linear=args.l2_linear, l2_factors=args.l2_factors,
         init_std=args.init_std, threshold=args.threshold, n_threads=args.threads, random_state=args.seed,
-        patience=args.patience, verbose=not args.quiet,
+        patience=args.patience, verbose=not args.quiet, loss=args.loss,
+        positive_threshold=args.positive_threshold, max_sampled=args.max_sampled,
     )
     log.info("training %s FM on %d rows (%d users, %d items) from %s",
              args.task, len(train), train.n_users, train.n_items, args.train_file)

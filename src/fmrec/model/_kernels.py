@@ -140,3 +140,183 @@ def sgd_epoch(
             w0, w, V, g_w0, g_w, g_V, lr_b, lr_w, lr_v, l2_b, l2_w, l2_v, sums,
         )
     return losses.sum()
+
+
+LOSS_BPR = 0
+LOSS_WARP = 1
+
+
+@njit(cache=True, nogil=True)
+def _is_positive(pos_indptr, pos_indices, u, j):
+    lo = pos_indptr[u]
+    hi = pos_indptr[u + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pos_indices[mid] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < pos_indptr[u + 1] and pos_indices[lo] == j
+
+
+@njit(cache=True, nogil=True)
+def _side_sum(indptr, indices, data, r, V, out):
+    """out[f] = sum_l V[l, f] x_l over side row r."""
+    k = V.shape[1]
+    for f in range(k):
+        out[f] = 0.0
+    for p in range(indptr[r], indptr[r + 1]):
+        j = indices[p]
+        x = data[p]
+        for f in range(k):
+            out[f] += V[j, f] * x
+
+
+@njit(cache=True, nogil=True)
+def _item_score(ip, ii, idata, i, w, V, p_u, q):
+    """<p_u, q_i> + w.x_i + P(x_i); fills q = V^T x_i."""
+    k = V.shape[1]
+    for f in range(k):
+        q[f] = 0.0
+    lin = 0.0
+    sq = 0.0
+    for p in range(ip[i], ip[i + 1]):
+        j = ii[p]
+        x = idata[p]
+        lin += w[j] * x
+        for f in range(k):
+            vx = V[j, f] * x
+            q[f] += vx
+            sq += vx * vx
+    s = lin
+    qq = 0.0
+    for f in range(k):
+        s += p_u[f] * q[f]
+        qq += q[f] * q[f]
+    return s + 0.5 * (qq - sq)
+
+
+@njit(cache=True, nogil=True)
+def _adagrad(value, grad, acc, lr, optimizer):
+    if optimizer == OPT_ADAGRAD:
+        acc_new = acc + grad * grad
+        return value - lr * grad / (math.sqrt(acc_new) + _EPS), acc_new
+    return value - lr * grad, acc
+
+
+@njit(cache=True, nogil=True)
+def _pair_update(
+    up, ui, udata, u, ip, ii, idata, i, j, g, optimizer,
+    w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, p_u, q_i, q_j,
+):
+    """Apply dL/dd = g for d = y(u,i) - y(u,j) (parameters read before any write)."""
+    k = V.shape[1]
+    # user-side factors: dd/dv_l = x_l (q_i - q_j)
+    for p in range(up[u], up[u + 1]):
+        l = ui[p]
+        x = udata[p]
+        for f in range(k):
+            v = V[l, f]
+            grad = g * x * (q_i[f] - q_j[f]) + l2_v * v
+            V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
+    # positive item side: dy/dv_l = x_l (p_u + q_i - v_l x_l); dy/dw_l = x_l
+    for side in range(2):
+        it = i if side == 0 else j
+        sign = 1.0 if side == 0 else -1.0
+        for p in range(ip[it], ip[it + 1]):
+            l = ii[p]
+            x = idata[p]
+            gw = sign * g * x + l2_w * w[l]
+            w[l], g_w[l] = _adagrad(w[l], gw, g_w[l], lr_w, optimizer)
+            for f in range(k):
+                v = V[l, f]
+                s = p_u[f] + (q_i[f] if side == 0 else q_j[f])
+                grad = sign * g * x * (s - v * x) + l2_v * v
+                V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_range(
+    up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, lo, hi, seed,
+    loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+):
+    k = V.shape[1]
+    n_items = ip.shape[0] - 1
+    p_u = np.empty(k, dtype=np.float64)
+    q_i = np.empty(k, dtype=np.float64)
+    q_j = np.empty(k, dtype=np.float64)
+    np.random.seed(seed)
+    total = 0.0
+    for t in range(lo, hi):
+        s_idx = order[t]
+        u = pos_u[s_idx]
+        i = pos_i[s_idx]
+        _side_sum(up, ui, udata, u, V, p_u)
+        y_i = _item_score(ip, ii, idata, i, w, V, p_u, q_i)
+        if loss_kind == LOSS_BPR:
+            j = -1
+            for _ in range(20):
+                c = np.random.randint(0, n_items)
+                if not _is_positive(pos_indptr, pos_indices, u, c):
+                    j = c
+                    break
+            if j < 0:
+                continue
+            y_j = _item_score(ip, ii, idata, j, w, V, p_u, q_j)
+            d = y_i - y_j
+            # loss -log sigmoid(d); dL/dd = sigmoid(d) - 1 = -sigmoid(-d)
+            if d >= 0:
+                z = math.exp(-d)
+                total += math.log1p(z)
+                g = -z / (1.0 + z)
+            else:
+                z = math.exp(d)
+                total += -d + math.log1p(z)
+                g = -1.0 / (1.0 + z)
+        else:
+            j = -1
+            trials = 0
+            y_j = 0.0
+            while trials < max_sampled:
+                trials += 1
+                c = np.random.randint(0, n_items)
+                if _is_positive(pos_indptr, pos_indices, u, c):
+                    continue
+                y_c = _item_score(ip, ii, idata, c, w, V, p_u, q_j)
+                if y_c > y_i - 1.0:
+                    j = c
+                    y_j = y_c
+                    break
+            if j < 0:
+                continue
+            weight = math.log(max(1.0, math.floor((n_items - 1) / trials)))
+            total += weight * (1.0 - y_i + y_j)
+            g = -weight
+        _pair_update(up, ui, udata, u, ip, ii, idata, i, j, g, optimizer,
+                     w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, p_u, q_i, q_j)
+    return total
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def pairwise_epoch(
+    up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds,
+    loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+):
+    """One epoch of BPR or WARP over the positive pairs in ``order``.
+
+    User rows (``up, ui, udata``) and item rows (``ip, ii, idata``) are the two
+    sides of the design matrix; negatives are items sampled uniformly and
+    rejected when they are positives of the user (``pos_indptr/pos_indices``,
+    sorted).  One shard per seed, processed in parallel (Hogwild).
+    """
+    n = order.shape[0]
+    n_shards = seeds.shape[0]
+    losses = np.zeros(n_shards, dtype=np.float64)
+    for s in prange(n_shards):
+        lo = s * n // n_shards
+        hi = (s + 1) * n // n_shards
+        losses[s] = _pairwise_range(
+            up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, lo, hi, seeds[s],
+            loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+        )
+    return losses.sum()

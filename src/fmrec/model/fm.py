@@ -18,7 +18,8 @@ from fmrec.errors import ConfigError, DataError, DivergenceError, NotFittedError
 
 log = logging.getLogger("fmrec.model")
 
-TASKS = ("regression", "binary")
+TASKS = ("regression", "binary", "ranking")
+LOSSES = ("bpr", "warp")
 SOLVERS = ("sgd",)
 OPTIMIZERS = ("adagrad", "sgd")
 
@@ -30,17 +31,21 @@ class FactorizationMachine:
 
     Parameters
     ----------
-    task : "regression" (squared loss) or "binary" (logistic loss).  With
-        ``Interactions`` input, ``binary`` labels are ``rating >= threshold``.
+    task : "regression" (squared loss), "binary" (logistic loss) or "ranking"
+        (implicit feedback, pairwise loss over sampled negative items).  With
+        ``Interactions`` input, ``binary`` labels are ``rating >= threshold``;
+        ``ranking`` treats every row as a positive, or only rows with
+        ``rating >= positive_threshold`` when that is set.
     n_factors : number of latent factors ``k``.
-    n_epochs : maximum passes over the data.
+    n_epochs : maximum passes over the data (``None``: 20 for regression and
+        binary, 100 for ranking).
     solver : "sgd" (per-sample, lock-free threads).
     optimizer : "adagrad" (per-parameter step sizes) or "sgd" (plain steps).
     learning_rate : step size for every parameter group unless overridden by
         ``learning_rate_bias`` / ``learning_rate_linear`` / ``learning_rate_factors``.
     l2_bias, l2_linear, l2_factors : L2 penalties for ``w0``, ``w`` and ``V``
-        (``l2_factors=None``: 0.1 for regression, 0.05 for binary, tuned on
-        MovieLens-100K).
+        (``l2_factors=None``: 0.1 for regression, 0.05 for binary, 0.01 for
+        ranking, tuned on MovieLens-100K).
     init_std : standard deviation of the normal initialisation of ``V``.
     threshold : rating threshold for ``binary`` labels from ratings.
     n_threads : training/prediction threads; 1 is bit-for-bit reproducible for a
@@ -50,6 +55,9 @@ class FactorizationMachine:
         not improved for ``patience`` epochs and restore the best epoch's parameters.
     clip_predictions : for regression, clip predictions to the training target range.
     verbose : log one line per epoch (loss, validation metric) to the ``fmrec`` logger.
+    loss : ranking loss, "bpr" (default; Bayesian personalised ranking, one uniform
+        negative per positive) or "warp" (weighted approximate-rank pairwise: samples
+        up to ``max_sampled`` negatives until one violates the margin).
 
     Fitted attributes: ``w0_``, ``w_``, ``V_``, ``history_`` (list of per-epoch dicts),
     ``n_features_in_``, ``encoder_`` (ID maps; ``None`` when fit on a matrix),
@@ -60,7 +68,7 @@ class FactorizationMachine:
         self,
         task: str = "regression",
         n_factors: int = 64,
-        n_epochs: int = 20,
+        n_epochs: int | None = None,
         solver: str = "sgd",
         optimizer: str = "adagrad",
         learning_rate: float = 0.05,
@@ -78,6 +86,9 @@ class FactorizationMachine:
         patience: int = 5,
         clip_predictions: bool = True,
         verbose: bool = False,
+        loss: str = "bpr",
+        max_sampled: int = 10,
+        positive_threshold: float | None = None,
     ) -> None:
         self.task = task
         self.n_factors = n_factors
@@ -99,6 +110,9 @@ class FactorizationMachine:
         self.patience = patience
         self.clip_predictions = clip_predictions
         self.verbose = verbose
+        self.loss = loss
+        self.max_sampled = max_sampled
+        self.positive_threshold = positive_threshold
 
     # --------------------------------------------------------- sklearn plumbing
     @classmethod
@@ -132,7 +146,7 @@ class FactorizationMachine:
             raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not (isinstance(self.n_factors, (int, np.integer)) and self.n_factors >= 1):
             raise ConfigError(f"n_factors must be a positive integer, got {self.n_factors!r}")
-        if not (isinstance(self.n_epochs, (int, np.integer)) and self.n_epochs >= 1):
+        if self.n_epochs is not None and not (isinstance(self.n_epochs, (int, np.integer)) and self.n_epochs >= 1):
             raise ConfigError(f"n_epochs must be a positive integer, got {self.n_epochs!r}")
         for name in ("learning_rate", "learning_rate_bias", "learning_rate_linear", "learning_rate_factors"):
             v = getattr(self, name)
@@ -144,6 +158,10 @@ class FactorizationMachine:
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a non-negative number, got {v!r}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not (isinstance(self.max_sampled, (int, np.integer)) and self.max_sampled >= 1):
+            raise ConfigError(f"max_sampled must be a positive integer, got {self.max_sampled!r}")
         if not (isinstance(self.patience, (int, np.integer)) and self.patience >= 1):
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
 
@@ -155,10 +173,21 @@ class FactorizationMachine:
             float(self.learning_rate_factors if self.learning_rate_factors is not None else lr),
         )
 
+    _TASK_DEFAULTS = {
+        "regression": {"n_epochs": 20, "l2_factors": 0.1},
+        "binary": {"n_epochs": 20, "l2_factors": 0.05},
+        "ranking": {"n_epochs": 100, "l2_factors": 0.01},
+    }
+
     def _l2_factors(self) -> float:
         if self.l2_factors is None:
-            return 0.1 if self.task == "regression" else 0.05
+            return float(self._TASK_DEFAULTS[self.task]["l2_factors"])
         return float(self.l2_factors)
+
+    def _n_epochs(self) -> int:
+        if self.n_epochs is None:
+            return int(self._TASK_DEFAULTS[self.task]["n_epochs"])
+        return int(self.n_epochs)
 
     def _targets(self, inter: Interactions) -> np.ndarray:
         if inter.rating is None:
@@ -228,6 +257,8 @@ class FactorizationMachine:
         from fmrec.model import _kernels as K
 
         self._validate_params()
+        if self.task == "ranking":
+            return self._fit_ranking(X, valid)
         M, t = self._as_matrix(X, y, fitting=True)
         if t is None:
             raise DataError("fit needs targets: pass y, or interactions with ratings")
@@ -266,7 +297,7 @@ class FactorizationMachine:
         bad_epochs = 0
         y64 = np.ascontiguousarray(t, dtype=np.float64)
         with thread_limits(n_threads, blas_threads=1):
-            for epoch in range(1, int(self.n_epochs) + 1):
+            for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()
                 order = rng.permutation(M.shape[0]).astype(np.int64)
                 total = K.sgd_epoch(
@@ -298,7 +329,7 @@ class FactorizationMachine:
                 self.history_.append(entry)
                 if self.verbose:
                     log.info(
-                        "epoch %d/%d  %s", epoch, self.n_epochs,
+                        "epoch %d/%d  %s", epoch, self._n_epochs(),
                         "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ not in ("epoch",)),
                     )
                 if Mv is not None and self.early_stopping and bad_epochs >= self.patience:
@@ -312,6 +343,116 @@ class FactorizationMachine:
             self.w0_, self.w_, self.V_ = float(w0[0]), w, V
             self.best_epoch_ = len(self.history_)
         return self
+
+    def _fit_ranking(self, X: Any, valid: Any) -> "FactorizationMachine":
+        """BPR / WARP over positive (user, item) pairs with sampled negative items."""
+        from fmrec._threads import resolve_threads, thread_limits
+        from fmrec.model import _kernels as K
+
+        if isinstance(X, pd.DataFrame):
+            X = Interactions.from_frame(X)
+        if not isinstance(X, Interactions):
+            raise ConfigError("task='ranking' needs Interactions (or a DataFrame user_id, item_id[, rating])")
+        if len(X) == 0:
+            raise DataError("no training rows")
+        self.encoder_ = enc = Encoder(X.user_map, X.item_map)
+        keep = np.ones(len(X), dtype=bool)
+        if self.positive_threshold is not None:
+            if X.rating is None:
+                raise DataError("positive_threshold needs ratings, but the data has none", path=X.source)
+            keep = X.rating >= self.positive_threshold
+        pos = sp.csr_matrix(
+            (np.ones(int(keep.sum()), np.float32), (X.user_idx[keep], X.item_idx[keep])),
+            shape=(enc.n_users, enc.n_items),
+        )
+        pos.sum_duplicates()
+        pos.sort_indices()
+        if pos.nnz == 0:
+            raise DataError("no positive rows (check positive_threshold)", path=X.source)
+        coo = pos.tocoo()
+        pos_u = coo.row.astype(np.int64)
+        pos_i = coo.col.astype(np.int64)
+        U = enc.user_rows(np.arange(enc.n_users))
+        It = enc.item_rows(np.arange(enc.n_items))
+        up, ui, ud = self._csr_arrays(U)
+        ip, ii, idata = self._csr_arrays(It)
+        pos_indptr = pos.indptr.astype(np.int64)
+        pos_indices = pos.indices.astype(np.int32)
+        n_features = enc.n_features
+        rng = np.random.default_rng(self.random_state)
+        k = int(self.n_factors)
+        w = np.zeros(n_features, dtype=np.float32)
+        V = (rng.standard_normal((n_features, k)) * self.init_std).astype(np.float32)
+        g_w = np.zeros(n_features, dtype=np.float32)
+        g_V = np.zeros((n_features, k), dtype=np.float32)
+        _, lr_w, lr_v = self._rates()
+        loss_kind = K.LOSS_WARP if self.loss == "warp" else K.LOSS_BPR
+        opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
+        n_threads = resolve_threads(self.n_threads)
+        self.w0_ = 0.0
+        self.y_range_ = (0.0, 1.0)
+        self.n_features_in_ = n_features
+        self.history_ = []
+        self.train_pattern_ = pos
+        best = (-math.inf, -1, None)
+        bad_epochs = 0
+        with thread_limits(n_threads, blas_threads=1):
+            for epoch in range(1, self._n_epochs() + 1):
+                start = time.perf_counter()
+                order = rng.permutation(pos.nnz).astype(np.int64)
+                seeds = rng.integers(0, 2**31 - 1, size=n_threads).astype(np.int64)
+                total = K.pairwise_epoch(
+                    up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds,
+                    loss_kind, int(self.max_sampled), opt, w, V, g_w, g_V,
+                    lr_w, lr_v, float(self.l2_linear), self._l2_factors(),
+                )
+                loss = total / pos.nnz
+                if not math.isfinite(loss) or not (np.isfinite(w).all() and np.isfinite(V).all()):
+                    raise DivergenceError(
+                        f"training diverged at epoch {epoch} (loss={loss}); lower the learning rate "
+                        f"(learning_rate={self.learning_rate}, factors {lr_v}) or raise the L2 penalties"
+                    )
+                entry: dict[str, float] = {"epoch": epoch, "train_loss": loss,
+                                           "seconds": time.perf_counter() - start}
+                if valid is not None:
+                    self.w_, self.V_ = w, V
+                    entry.update(self._ranking_valid(valid, pos))
+                    metric = entry["valid_ndcg@10"]
+                    if metric > best[0] + 1e-6:
+                        best = (metric, epoch, (w.copy(), V.copy()))
+                        bad_epochs = 0
+                    else:
+                        bad_epochs += 1
+                self.history_.append(entry)
+                if self.verbose:
+                    log.info("epoch %d/%d  %s", epoch, self._n_epochs(),
+                             "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ != "epoch"))
+                if valid is not None and self.early_stopping and bad_epochs >= self.patience:
+                    if self.verbose:
+                        log.info("early stopping: no improvement for %d epochs", self.patience)
+                    break
+        if valid is not None and self.early_stopping and best[2] is not None:
+            self.w_, self.V_ = best[2]
+            self.best_epoch_ = best[1]
+        else:
+            self.w_, self.V_ = w, V
+            self.best_epoch_ = len(self.history_)
+        return self
+
+    def _ranking_valid(self, valid: Any, train_pattern: sp.csr_matrix) -> dict[str, float]:
+        """precision@10 and ndcg@10 of the current parameters on held-out positives."""
+        from fmrec.evaluate import ranking_metrics
+        from fmrec.recommend import recommend_all
+
+        if isinstance(valid, pd.DataFrame):
+            valid = Interactions.from_frame(valid, duplicates="first")
+        users = np.unique(valid.user_map.to_external(valid.user_idx))
+        users = users[self.encoder_.user_map.to_index(users) >= 0]
+        batches = recommend_all(self, 10, users=users, seen=train_pattern, index="exact")
+        rel = valid.to_frame()
+        mr = self.positive_threshold if (self.positive_threshold is not None and valid.rating is not None) else None
+        m = ranking_metrics(batches, rel, 10, ("precision", "ndcg"), min_rating=mr)
+        return {"valid_precision@10": m["precision@10"], "valid_ndcg@10": m["ndcg@10"]}
 
     def _valid_metrics(self, Mv: sp.csr_matrix, tv: np.ndarray) -> dict[str, float]:
         raw = self._raw(Mv)
@@ -363,6 +504,8 @@ class FactorizationMachine:
         raw = self._raw(M)
         if self.task == "binary":
             return _sigmoid(raw)
+        if self.task == "ranking":
+            return raw
         return self._clip(raw)
 
     def score_pairs(self, user_ids: Any, item_ids: Any) -> np.ndarray:
