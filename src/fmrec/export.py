@@ -78,28 +78,22 @@ def item_vectors_from_rows(X_i: sp.csr_matrix, model: Any, ids: np.ndarray, inde
     return ItemVectors(ids, vec, index)
 
 
-def export_vectors(model: Any, users: Any = None, items: Any = None) -> tuple[UserVectors, ItemVectors]:
+def export_vectors(model: Any, users: Any = None, items: Any = None, *,
+                   encoder: Any = None) -> tuple[UserVectors, ItemVectors]:
     """Exact MIPS vectors for ``users`` and ``items`` (external IDs; default: all known).
 
-    Users or items unknown to the model get an empty side (their vector carries
-    only what the other side and ``w0`` contribute), the documented cold rule.
+    Users or items the model never saw in training get the terms their features
+    carry (cold start); with no features either, only what ``w0`` and the other
+    side contribute (the documented cold rule).  ``encoder`` replaces the model's
+    (e.g. one with extra feature rows for cold users, from
+    :meth:`~fmrec.data.encode.Encoder.with_features`).
     """
     model._check_fitted()
-    enc = getattr(model, "encoder_", None)
+    enc = encoder if encoder is not None else getattr(model, "encoder_", None)
     if enc is None:
         raise ConfigError("export needs a model fit on interactions (it carries the user/item ID maps)")
-    if users is None:
-        u_idx = np.arange(enc.n_users, dtype=np.int64)
-        u_ids = enc.user_map.ids
-    else:
-        u_ids = np.asarray(users)
-        u_idx = enc.user_map.to_index(u_ids)
-    if items is None:
-        i_idx = np.arange(enc.n_items, dtype=np.int64)
-        i_ids = enc.item_map.ids
-    else:
-        i_ids = np.asarray(items)
-        i_idx = enc.item_map.to_index(i_ids)
-    uv = user_vectors_from_rows(enc.user_rows(u_idx), model, u_ids, u_idx)
-    iv = item_vectors_from_rows(enc.item_rows(i_idx), model, i_ids, i_idx)
+    u_ids = enc.user_map.ids if users is None else np.asarray(users)
+    i_ids = enc.item_map.ids if items is None else np.asarray(items)
+    uv = user_vectors_from_rows(enc.user_rows_for(u_ids), model, u_ids, enc.user_map.to_index(u_ids))
+    iv = item_vectors_from_rows(enc.item_rows_for(i_ids), model, i_ids, enc.item_map.to_index(i_ids))
     return uv, iv

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from fmrec.data._ids import IdMap
 from fmrec.errors import ConfigError
 from fmrec.export import export_vectors
 from fmrec.index import make_index
@@ -50,6 +51,8 @@ def recommend_all(
     include_untrained_items: bool = False,
     index: Any = "exact",
     batch_size: int = 8192,
+    user_features: Any = None,
+    item_features: Any = None,
 ) -> Iterator[TopK]:
     """Stream the top-``k`` items of every user, best first, as ``TopK`` batches.
 
@@ -66,14 +69,19 @@ def recommend_all(
         (default off: their vectors carry no learned signal).
     index : ``"exact"`` (:class:`~fmrec.index.ExactIndex`), ``"flat"``
         (faiss ``IndexFlatIP``) or an index instance.
+    user_features, item_features : feature tables (or paths) with rows for users
+        / items beyond the model's own: cold users in ``user_features`` are served
+        (added to the default user list), cold items in ``item_features`` become
+        candidates.  Items with features count as trained (their vectors carry
+        learned feature weights).
 
     Scores are true FM scores (logits for ``binary``): inner product plus the
     user constant.  Rows hold exactly ``k`` items whenever ``k`` candidates exist.
     """
     k = check_k(k)
-    enc = getattr(model, "encoder_", None)
-    if enc is None:
+    if getattr(model, "encoder_", None) is None:
         raise ConfigError("recommend needs a model fit on interactions (it carries the user/item ID maps)")
+    enc = model._predict_encoder(user_features, item_features)
     if seen is None:
         seen = getattr(model, "seen_", None)
     if seen is not None:
@@ -81,23 +89,47 @@ def recommend_all(
         if seen.shape != (enc.n_users, enc.n_items):
             raise ConfigError(f"seen matrix has shape {seen.shape}; the model has {(enc.n_users, enc.n_items)}")
 
-    # candidate items
+    # candidate items: the model's items, then cold items that only have features
+    has_feat = np.zeros(enc.n_items, dtype=bool)
+    cold_items = enc.item_map.ids[:0]
+    if enc.item_features is not None:
+        fidx = enc.item_map.to_index(enc.item_features.ids.ids)
+        has_feat[fidx[fidx >= 0]] = True
+        cold_items = enc.item_features.ids.ids[fidx < 0]
     candidate = np.ones(enc.n_items, dtype=bool)
     if not include_untrained_items and seen is not None:
-        candidate &= np.bincount(seen.indices, minlength=enc.n_items) > 0
+        candidate &= (np.bincount(seen.indices, minlength=enc.n_items) > 0) | has_feat
+    cold_keep = np.ones(len(cold_items), dtype=bool)
     if exclude_items is not None:
-        idx = enc.item_map.to_index(np.asarray(list(exclude_items)))
+        banned = np.asarray(list(exclude_items))
+        idx = enc.item_map.to_index(banned)
         candidate[idx[idx >= 0]] = False
+        if len(cold_items) and len(banned):
+            cold_keep &= IdMap.from_values(banned).to_index(cold_items) < 0
     cand_items = np.flatnonzero(candidate)
     pos_of_item = np.full(enc.n_items, -1, dtype=np.int64)
     pos_of_item[cand_items] = np.arange(len(cand_items))
+    ext_items = enc.item_map.ids[cand_items]
+    if cold_keep.any():
+        cold = cold_items[cold_keep]
+        ext_items = (np.concatenate([ext_items, cold]) if ext_items.dtype.kind == cold.dtype.kind
+                     else np.concatenate([ext_items.astype(str), cold.astype(str)]))
+        log.info("serving %d cold items (features, no interactions)", len(cold))
 
-    # users to serve
+    # users to serve: the model's users, plus cold users of a given feature table
     if users is None:
         user_ids = enc.user_map.ids
+        if user_features is not None and enc.user_features is not None:
+            fids = enc.user_features.ids.ids
+            cold_users = fids[enc.user_map.to_index(fids) < 0]
+            if len(cold_users):
+                log.info("serving %d cold users (features, no interactions)", len(cold_users))
+                user_ids = (np.concatenate([user_ids, cold_users]) if user_ids.dtype.kind == cold_users.dtype.kind
+                            else np.concatenate([user_ids.astype(str), cold_users.astype(str)]))
     else:
         user_ids = np.asarray(users)
-    uv, iv = export_vectors(model, users=user_ids, items=enc.item_map.ids[cand_items])
+    uv, iv = export_vectors(model, users=user_ids, items=ext_items, encoder=enc)
+    n_cand = len(ext_items)
 
     # per-user exclusions (rows = served users, columns = candidate positions)
     excl = None
@@ -109,15 +141,13 @@ def recommend_all(
     if parts:
         full = parts[0] if len(parts) == 1 else (parts[0] + parts[1])
         full = sp.csr_matrix(full)
-        rows = np.where(uv.index >= 0, uv.index, 0)
-        sub = full[rows]
-        sub = sp.csr_matrix(sub.multiply((uv.index >= 0)[:, None]))
-        coo = sub.tocoo()
+        known = uv.index >= 0  # cold users have no history to exclude
+        coo = full[np.where(known, uv.index, 0)].tocoo()
         cpos = pos_of_item[coo.col]
-        keep = cpos >= 0
+        keep = (cpos >= 0) & known[coo.row]
         excl = sp.csr_matrix(
             (np.ones(int(keep.sum()), np.float32), (coo.row[keep], cpos[keep])),
-            shape=(len(user_ids), len(cand_items)),
+            shape=(len(user_ids), n_cand),
         )
         excl.sum_duplicates()
         excl.sort_indices()
@@ -125,19 +155,18 @@ def recommend_all(
     idx = make_index(index)
     t0 = time.perf_counter()
     idx.build(iv.vectors)
-    log.info("index %s built over %d items in %.2fs", type(idx).__name__, len(cand_items), time.perf_counter() - t0)
-    pad = -1 if enc.item_map.is_integer else None
-    ext_items = enc.item_map.ids[cand_items]
+    log.info("index %s built over %d items in %.2fs", type(idx).__name__, n_cand, time.perf_counter() - t0)
+    int_ids = ext_items.dtype.kind == "i"
     for start, ids, scores in idx.search_batches(uv.vectors, k, excl, batch_size=batch_size):
         stop = start + ids.shape[0]
         valid = ids >= 0
         scores = scores.astype(np.float64)
         scores += uv.constants[start:stop, None]
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
-        if enc.item_map.is_integer:
+        if int_ids:
             out = np.full(ids.shape, -1, dtype=np.int64)
         else:
-            out = np.full(ids.shape, pad, dtype=object)
+            out = np.full(ids.shape, None, dtype=object)
         out[valid] = ext_items[ids[valid]]
         yield TopK(np.asarray(user_ids[start:stop]), out, scores)
 

@@ -1,16 +1,19 @@
 """Encode (user, item) pairs as sparse FM design-matrix rows with a field layout.
 
-Columns are laid out in fields.  Today there are two: the user one-hot block
-``[0, n_users)`` and the item one-hot block ``[n_users, n_users + n_items)``.
-Each field belongs to a *side* (``user`` or ``item``); the exact MIPS export
-(:mod:`fmrec.export`) needs nothing more than "which columns a user row sets"
-and "which columns an item row sets", which :meth:`Encoder.user_rows` and
-:meth:`Encoder.item_rows` give.  Side-feature fields are appended by the same
-mechanism (one more :class:`Field` per feature table column).
+Columns are laid out in fields, each belonging to a *side*::
+
+    [ user id one-hot | user feature fields ... | item id one-hot | item feature fields ... ]
+
+A user row ``x_u`` sets the user's ID column (when the user was seen in training)
+and its feature columns (when the user has features); an item row ``x_i``
+likewise.  ``x = x_u + x_i``.  The exact MIPS export (:mod:`fmrec.export`) only
+needs :meth:`Encoder.user_rows_for` / :meth:`Encoder.item_rows_for`, so cold
+users and items (features, no interactions) get exact vectors too.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmrec.data._ids import IdMap
+from fmrec.data.features import FeatureEncoder, FeatureTable, SideFeatures
 from fmrec.data.interactions import Interactions
 from fmrec.errors import ArtifactError
 
@@ -36,22 +40,35 @@ class Field:
 
 
 class Encoder:
-    """Maps internal user/item indices to design-matrix rows.
+    """Maps users and items to design-matrix rows.
 
-    Unknown users or items (index ``-1``) get an empty side: the model then scores
-    them with the global bias and the other side's terms only (documented rule
-    for IDs never seen in training).
+    IDs unknown to the training maps (index ``-1``) set no ID column; IDs without
+    features set no feature column.  A pair with both sides empty is scored with
+    ``w0`` alone (the documented cold rule).
     """
 
-    def __init__(self, user_map: IdMap, item_map: IdMap) -> None:
+    def __init__(self, user_map: IdMap, item_map: IdMap, user_features: SideFeatures | None = None,
+                 item_features: SideFeatures | None = None) -> None:
         self.user_map = user_map
         self.item_map = item_map
-        nu, ni = len(user_map), len(item_map)
-        self.fields = (Field("user", "user", 0, nu), Field("item", "item", nu, ni))
+        self.user_features = user_features
+        self.item_features = item_features
+        fields: list[Field] = []
+        offset = 0
+        for side, ids, feats in (("user", user_map, user_features), ("item", item_map, item_features)):
+            fields.append(Field(side, side, offset, len(ids)))
+            offset += len(ids)
+            if feats is not None:
+                for name, size in feats.encoder.fields:
+                    fields.append(Field(f"{side}:{name}", side, offset, size))
+                    offset += size
+        self.fields = tuple(fields)
+        self._n_features = offset
 
+    # ------------------------------------------------------------ structure
     @property
     def n_features(self) -> int:
-        return sum(f.size for f in self.fields)
+        return self._n_features
 
     @property
     def n_users(self) -> int:
@@ -61,22 +78,73 @@ class Encoder:
     def n_items(self) -> int:
         return len(self.item_map)
 
-    def _side_rows(self, idx: np.ndarray, offset: int) -> sp.csr_matrix:
+    def _field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def groups(self) -> np.ndarray:
+        """Field index of every column (for grouped priors / regularisation)."""
+        g = np.empty(self.n_features, dtype=np.int64)
+        for n, f in enumerate(self.fields):
+            g[f.offset:f.offset + f.size] = n
+        return g
+
+    def with_features(self, user_table: FeatureTable | None = None,
+                      item_table: FeatureTable | None = None) -> "Encoder":
+        """The same layout with more (or updated) feature rows, e.g. cold users from a
+        new file; encoded with the fitted feature encoders (unknown categories set no column)."""
+        uf, itf = self.user_features, self.item_features
+        if user_table is not None:
+            if uf is None:
+                raise ArtifactError("this model was trained without user features; --user-features cannot be used")
+            uf = uf.updated(user_table)
+        if item_table is not None:
+            if itf is None:
+                raise ArtifactError("this model was trained without item features; --item-features cannot be used")
+            itf = itf.updated(item_table)
+        return Encoder(self.user_map, self.item_map, uf, itf)
+
+    # ------------------------------------------------------------ rows
+    def _side(self, idx: np.ndarray, ext: Any, side: str) -> sp.csr_matrix:
         idx = np.asarray(idx, dtype=np.int64)
+        id_field = self._field(side)
         known = idx >= 0
         indptr = np.zeros(len(idx) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum(known)
-        indices = (idx[known] + offset).astype(np.int32)
-        data = np.ones(len(indices), dtype=np.float32)
-        return sp.csr_matrix((data, indices, indptr), shape=(len(idx), self.n_features))
+        indices = (idx[known] + id_field.offset).astype(np.int32)
+        m = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(idx), self.n_features))
+        feats = self.user_features if side == "user" else self.item_features
+        if feats is not None:
+            if ext is None:  # internal indices: only known entities have an external ID
+                id_map = self.user_map if side == "user" else self.item_map
+                f = feats.rows_for(id_map.to_external(idx[known]))
+                rows = np.flatnonzero(known)
+                coo = f.tocoo()
+                f = sp.csr_matrix((coo.data, (rows[coo.row], coo.col)), shape=(len(idx), f.shape[1]))
+            else:  # external IDs: cold entities keep their features
+                f = feats.rows_for(ext)
+            start = id_field.offset + id_field.size
+            f = sp.csr_matrix((f.data, f.indices + start, f.indptr), shape=(len(idx), self.n_features))
+            m = m + f
+            m.sort_indices()
+        return sp.csr_matrix(m)
 
     def user_rows(self, user_idx: np.ndarray) -> sp.csr_matrix:
-        """User-side rows ``x_u`` (n x n_features) for internal user indices."""
-        return self._side_rows(user_idx, self.fields[0].offset)
+        """User-side rows ``x_u`` for internal user indices (training users)."""
+        return self._side(user_idx, None, "user")
 
     def item_rows(self, item_idx: np.ndarray) -> sp.csr_matrix:
-        """Item-side rows ``x_i`` (n x n_features) for internal item indices."""
-        return self._side_rows(item_idx, self.fields[1].offset)
+        """Item-side rows ``x_i`` for internal item indices (training items)."""
+        return self._side(item_idx, None, "item")
+
+    def user_rows_for(self, user_ids: Any) -> sp.csr_matrix:
+        """User-side rows for external IDs, cold users (features only) included."""
+        ids = np.asarray(user_ids)
+        return self._side(self.user_map.to_index(ids), ids, "user")
+
+    def item_rows_for(self, item_ids: Any) -> sp.csr_matrix:
+        """Item-side rows for external IDs, cold items (features only) included."""
+        ids = np.asarray(item_ids)
+        return self._side(self.item_map.to_index(ids), ids, "item")
 
     def transform_indices(self, user_idx: np.ndarray, item_idx: np.ndarray) -> sp.csr_matrix:
         """Full rows ``x = x_u + x_i`` for pairs of internal indices (-1 = unknown)."""
@@ -84,33 +152,72 @@ class Encoder:
         i = np.asarray(item_idx, dtype=np.int64)
         if u.shape != i.shape:
             raise ValueError("user and item index arrays differ in length")
+        if self.user_features is None and self.item_features is None:
+            return self._id_pairs(u, i)
+        return sp.csr_matrix(self.user_rows(u) + self.item_rows(i))
+
+    def transform_ids(self, user_ids: Any, item_ids: Any) -> sp.csr_matrix:
+        """Full rows for external ID pairs; cold users/items use their features."""
+        u_ids, i_ids = np.asarray(user_ids), np.asarray(item_ids)
+        if self.user_features is None and self.item_features is None:
+            return self._id_pairs(self.user_map.to_index(u_ids), self.item_map.to_index(i_ids))
+        # encode each distinct entity once, then gather rows
+        uu, u_inv = np.unique(u_ids.astype(str) if u_ids.dtype.kind == "O" else u_ids, return_inverse=True)
+        ii, i_inv = np.unique(i_ids.astype(str) if i_ids.dtype.kind == "O" else i_ids, return_inverse=True)
+        U = self.user_rows_for(uu)[u_inv]
+        It = self.item_rows_for(ii)[i_inv]
+        m = sp.csr_matrix(U + It)
+        m.sort_indices()
+        return m
+
+    def _id_pairs(self, u: np.ndarray, i: np.ndarray) -> sp.csr_matrix:
         ku, ki = u >= 0, i >= 0
         counts = ku.astype(np.int64) + ki
         indptr = np.zeros(len(u) + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         indices = np.empty(int(indptr[-1]), dtype=np.int32)
         start = indptr[:-1]
-        indices[start[ku]] = u[ku]
-        indices[(start + ku)[ki]] = i[ki] + self.fields[1].offset
+        indices[start[ku]] = u[ku] + self._field("user").offset
+        indices[(start + ku)[ki]] = i[ki] + self._field("item").offset
         data = np.ones(len(indices), dtype=np.float32)
         return sp.csr_matrix((data, indices, indptr), shape=(len(u), self.n_features))
 
     def transform(self, interactions: Interactions) -> sp.csr_matrix:
-        """Design matrix for interactions, re-mapped onto this encoder's IDs."""
+        """Design matrix for interactions (by external IDs, so any maps work)."""
         users = interactions.user_map.to_external(interactions.user_idx)
         items = interactions.item_map.to_external(interactions.item_idx)
-        return self.transform_indices(self.user_map.to_index(users), self.item_map.to_index(items))
+        return self.transform_ids(users, items)
 
-    # persistence ----------------------------------------------------------
+    # ------------------------------------------------------------ persistence
     def layout(self) -> list[dict[str, Any]]:
         return [f.to_dict() for f in self.fields]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"user_ids": self.user_map.to_array(), "item_ids": self.item_map.to_array()}
+        out = {"user_ids": self.user_map.to_array(), "item_ids": self.item_map.to_array()}
+        for side, feats in (("user", self.user_features), ("item", self.item_features)):
+            if feats is None:
+                continue
+            m = feats.matrix
+            out[f"{side}_feat_ids"] = feats.ids.to_array()
+            out[f"{side}_feat_indptr"] = m.indptr.astype(np.int64)
+            out[f"{side}_feat_indices"] = m.indices.astype(np.int32)
+            out[f"{side}_feat_data"] = m.data.astype(np.float32)
+            out[f"{side}_feat_encoder"] = np.array(feats.encoder.state())
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], layout: list[dict[str, Any]]) -> "Encoder":
-        enc = cls(IdMap.from_array(arrays["user_ids"]), IdMap.from_array(arrays["item_ids"]))
+        sides: dict[str, SideFeatures | None] = {"user": None, "item": None}
+        for side in sides:
+            if f"{side}_feat_encoder" in arrays:
+                fe = FeatureEncoder.from_state(str(arrays[f"{side}_feat_encoder"]))
+                ids = IdMap.from_array(arrays[f"{side}_feat_ids"])
+                m = sp.csr_matrix((arrays[f"{side}_feat_data"], arrays[f"{side}_feat_indices"],
+                                   arrays[f"{side}_feat_indptr"]), shape=(len(ids), fe.n_columns))
+                sides[side] = SideFeatures(fe, ids, m)
+        enc = cls(IdMap.from_array(arrays["user_ids"]), IdMap.from_array(arrays["item_ids"]),
+                  sides["user"], sides["item"])
         if enc.layout() != layout:
-            raise ArtifactError(f"field layout in manifest {layout} does not match the saved ID maps {enc.layout()}")
+            raise ArtifactError(f"field layout in manifest {json.dumps(layout)[:200]} does not match the saved "
+                                "ID maps and features")
         return enc

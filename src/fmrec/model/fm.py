@@ -198,16 +198,43 @@ class FactorizationMachine:
             return (inter.rating >= self.threshold).astype(np.float64)
         return inter.rating.astype(np.float64)
 
-    def _as_matrix(self, X: Any, y: Any, fitting: bool) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    def _make_encoder(self, X: Interactions, user_features: Any, item_features: Any) -> Encoder:
+        from fmrec.data.features import SideFeatures, read_feature_table
+
+        sides = []
+        for table in (user_features, item_features):
+            if table is None:
+                sides.append(None)
+                continue
+            if not hasattr(table, "roles"):
+                table = read_feature_table(table)
+            sides.append(SideFeatures.fit(table))
+        return Encoder(X.user_map, X.item_map, sides[0], sides[1])
+
+    def _predict_encoder(self, user_features: Any, item_features: Any) -> Encoder:
+        """The fitted encoder, with extra feature rows (cold users/items) when given."""
+        if getattr(self, "encoder_", None) is None:
+            raise ConfigError("this model was fit on a design matrix; predict needs a design matrix too")
+        if user_features is None and item_features is None:
+            return self.encoder_
+        from fmrec.data.features import read_feature_table
+
+        def table(t: Any) -> Any:
+            return None if t is None else (t if hasattr(t, "roles") else read_feature_table(t))
+
+        return self.encoder_.with_features(table(user_features), table(item_features))
+
+    def _as_matrix(self, X: Any, y: Any, fitting: bool, user_features: Any = None,
+                   item_features: Any = None) -> tuple[sp.csr_matrix, np.ndarray | None]:
         """Turn supported inputs into (CSR design matrix, targets or None)."""
         if isinstance(X, pd.DataFrame):
-            X = Interactions.from_frame(X, allow_empty=not fitting, duplicates="last" if not fitting else "error")
+            X = Interactions.from_frame(X, allow_empty=not fitting, duplicates="keep" if not fitting else "error")
         if isinstance(X, Interactions):
             if fitting:
-                self.encoder_ = Encoder(X.user_map, X.item_map)
-            elif getattr(self, "encoder_", None) is None:
-                raise ConfigError("this model was fit on a design matrix; predict needs a design matrix too")
-            M = self.encoder_.transform(X)
+                self.encoder_ = enc = self._make_encoder(X, user_features, item_features)
+            else:
+                enc = self._predict_encoder(user_features, item_features)
+            M = enc.transform(X)
             t = self._targets(X) if (y is None and (fitting or X.rating is not None)) else None
             if y is not None:
                 t = np.asarray(y, dtype=np.float64)
@@ -249,17 +276,21 @@ class FactorizationMachine:
         *,
         valid: Any = None,
         y_valid: Any = None,
+        user_features: Any = None,
+        item_features: Any = None,
     ) -> "FactorizationMachine":
         """Fit on ``Interactions`` / a DataFrame (``user_id, item_id, rating``) or a
         sparse design matrix with targets ``y``.  ``valid`` (same kinds) enables
-        per-epoch validation and early stopping.  Returns ``self``."""
+        per-epoch validation and early stopping.  ``user_features`` /
+        ``item_features`` (:class:`~fmrec.data.features.FeatureTable` or a path)
+        add side-feature fields to the design matrix.  Returns ``self``."""
         from fmrec._threads import resolve_threads, thread_limits
         from fmrec.model import _kernels as K
 
         self._validate_params()
         if self.task == "ranking":
-            return self._fit_ranking(X, valid)
-        M, t = self._as_matrix(X, y, fitting=True)
+            return self._fit_ranking(X, valid, user_features, item_features)
+        M, t = self._as_matrix(X, y, fitting=True, user_features=user_features, item_features=item_features)
         if t is None:
             raise DataError("fit needs targets: pass y, or interactions with ratings")
         if M.shape[0] == 0:
@@ -344,7 +375,8 @@ class FactorizationMachine:
             self.best_epoch_ = len(self.history_)
         return self
 
-    def _fit_ranking(self, X: Any, valid: Any) -> "FactorizationMachine":
+    def _fit_ranking(self, X: Any, valid: Any, user_features: Any = None,
+                     item_features: Any = None) -> "FactorizationMachine":
         """BPR / WARP over positive (user, item) pairs with sampled negative items."""
         from fmrec._threads import resolve_threads, thread_limits
         from fmrec.model import _kernels as K
@@ -355,7 +387,7 @@ class FactorizationMachine:
             raise ConfigError("task='ranking' needs Interactions (or a DataFrame user_id, item_id[, rating])")
         if len(X) == 0:
             raise DataError("no training rows")
-        self.encoder_ = enc = Encoder(X.user_map, X.item_map)
+        self.encoder_ = enc = self._make_encoder(X, user_features, item_features)
         keep = np.ones(len(X), dtype=bool)
         if self.positive_threshold is not None:
             if X.rating is None:
@@ -490,17 +522,19 @@ class FactorizationMachine:
             return np.clip(raw, self.y_range_[0], self.y_range_[1])
         return raw
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, *, user_features: Any = None, item_features: Any = None) -> np.ndarray:
         """Raw FM scores (logits for ``binary``), unclipped: the scores the index ranks by."""
         self._check_fitted()
-        M, _ = self._as_matrix(X, None, fitting=False)
+        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features)
         return self._raw(M)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, *, user_features: Any = None, item_features: Any = None) -> np.ndarray:
         """Predictions: ratings (clipped to the training range) for regression,
-        probabilities for binary.  Unknown users/items contribute no terms."""
+        probabilities for binary, raw scores for ranking.  Users or items unseen in
+        training are scored with their features (``user_features`` /
+        ``item_features`` add rows for them) and contribute nothing else."""
         self._check_fitted()
-        M, _ = self._as_matrix(X, None, fitting=False)
+        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features)
         raw = self._raw(M)
         if self.task == "binary":
             return _sigmoid(raw)
@@ -513,9 +547,7 @@ class FactorizationMachine:
         self._check_fitted()
         if self.encoder_ is None:
             raise ConfigError("score_pairs needs a model fit on interactions (with ID maps)")
-        enc = self.encoder_
-        M = enc.transform_indices(enc.user_map.to_index(user_ids), enc.item_map.to_index(item_ids))
-        return self._raw(M)
+        return self._raw(self.encoder_.transform_ids(np.asarray(user_ids), np.asarray(item_ids)))
 
     # ------------------------------------------------------------- persistence
     def save(self, path: Any, **extra: Any) -> None:
