@@ -214,3 +214,41 @@ def test_model_with_features_saves_and_loads(tmp_path) -> None:
     t = FeatureTable.from_frame(new_users, "user_id", {"gender": "categorical", "age": "numeric", "tags": "multi"})
     p = loaded.predict(pd.DataFrame({"user_id": [50], "item_id": [10]}), user_features=t)
     assert np.isfinite(p).all()
+
+
+def test_cli_train_predict_recommend_with_features(tmp_path, capsys) -> None:
+    from fmrec.cli.main import main
+
+    rng = np.random.default_rng(3)
+    pairs = [(u, i, int(rng.integers(1, 6))) for u in range(1, 21) for i in range(100, 130) if rng.random() < 0.4]
+    pd.DataFrame(pairs, columns=["user_id", "item_id", "rating"]).to_csv(tmp_path / "train.csv", index=False)
+    uf = pd.DataFrame({"user_id": range(1, 23), "age": rng.integers(18, 70, 22),
+                       "country": rng.choice(["fr", "de", "us"], 22)})
+    uf.to_csv(tmp_path / "users.csv", index=False)  # users 21, 22: cold
+    itf = pd.DataFrame({"item_id": range(100, 133), "genres": rng.choice(["a|b", "b", "c|a"], 33)})
+    itf.to_csv(tmp_path / "items.csv", index=False)  # items 130-132: cold
+    model = tmp_path / "model"
+    assert main(["-q", "train", str(tmp_path / "train.csv"), "--out", str(model), "--epochs", "2", "--factors", "4",
+                 "--user-features", str(tmp_path / "users.csv"), "--item-features", str(tmp_path / "items.csv"),
+                 "--user-feature-roles", "age=numeric"]) == 0
+    from fmrec.model import load_model
+
+    names = [f["name"] for f in load_model(model).manifest_["layout"]]
+    assert names == ["user", "user:age", "user:country", "item", "item:genres"]
+    pd.DataFrame({"user_id": [21, 1], "item_id": [131, 100]}).to_csv(tmp_path / "pairs.csv", index=False)
+    assert main(["-q", "predict", str(model), str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "p.csv"),
+                 "--user-features", str(tmp_path / "users.csv"), "--item-features", str(tmp_path / "items.csv")]) == 0
+    preds = pd.read_csv(tmp_path / "p.csv")
+    loaded = load_model(model)
+    expected = loaded.predict(pd.DataFrame({"user_id": [21, 1], "item_id": [131, 100]}),
+                              user_features=read_feature_table(tmp_path / "users.csv"),
+                              item_features=read_feature_table(tmp_path / "items.csv"))
+    np.testing.assert_allclose(preds["score"], expected, rtol=1e-6)
+    capsys.readouterr()
+    assert main(["-q", "recommend", str(model), "--k", "5", "--out", str(tmp_path / "r.jsonl"),
+                 "--user-features", str(tmp_path / "users.csv"), "--item-features", str(tmp_path / "items.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "cold start: 2 users and 3 items" in out
+    lines = [pd.read_json(tmp_path / "r.jsonl", lines=True)]
+    served = set(lines[0]["user_id"])
+    assert {21, 22} <= served and len(served) == 22

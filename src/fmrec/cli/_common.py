@@ -34,3 +34,26 @@ def read_data(path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
         path, format=fmt, sep=args.sep, user_col=args.user_col, item_col=args.item_col,
         rating_col=args.rating_col, timestamp_col=args.timestamp_col, duplicates=args.duplicates, **kwargs,
     )
+
+
+def add_feature_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("side features (one row per user / item; first column = ID)")
+    g.add_argument("--user-features", metavar="FILE",
+                   help="user features: MovieLens u.user, or CSV/TSV/Parquet with a header")
+    g.add_argument("--item-features", metavar="FILE",
+                   help="item features: MovieLens u.item or movies.csv, or CSV/TSV/Parquet with a header")
+    g.add_argument("--user-feature-roles", metavar="COL=ROLE,...", default=None,
+                   help="roles for user feature columns: categorical, multi, numeric, bin, year, ignore "
+                        "(default inferred)")
+    g.add_argument("--item-feature-roles", metavar="COL=ROLE,...", default=None, help="roles for item columns")
+    g.add_argument("--feature-id-col", default=None, help="ID column of the feature files (default: first)")
+
+
+def read_features(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(user table or None, item table or None) from the feature options."""
+    from fmrec.data.features import parse_roles, read_feature_table
+
+    out = []
+    for path, roles in ((args.user_features, args.user_feature_roles), (args.item_features, args.item_feature_roles)):
+        out.append(None if not path else read_feature_table(path, id_col=args.feature_id_col, roles=parse_roles(roles)))
+    return out[0], out[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fmrec.cli._common import add_data_options, read_data
+from fmrec.cli._common import add_data_options, add_feature_options, read_data, read_features
 
 HELP = """Score every (user, item) row of INPUT_FILE and write user_id,item_id,score.
 
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input_file", metavar="INPUT_FILE")
     p.add_argument("--out", required=True, metavar="PREDICTIONS.csv")
     add_data_options(p)
+    add_feature_options(p)
     p.set_defaults(func=run, duplicates="keep")
 
 
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.model_dir)
     data = read_data(args.input_file, args)
-    scores = model.predict(data)
+    user_tab, item_tab = read_features(args)
+    scores = model.predict(data, user_features=user_tab, item_features=item_tab)
     frame = data.to_frame()[["user_id", "item_id"]]
     frame["score"] = scores
     out = Path(args.out)

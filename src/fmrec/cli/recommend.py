@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-user exclusions: CSV/TSV with user and item columns (any interactions file)")
     p.add_argument("--run-id", default=None, help="run id of the published table (default: timestamp)")
     p.add_argument("--batch-size", type=int, default=8192, help="users per batch")
+    from fmrec.cli._common import add_feature_options
+
+    add_feature_options(p)
     p.set_defaults(func=run)
 
 
@@ -85,16 +88,25 @@ def run(args: argparse.Namespace) -> int:
     opts = {}
     if args.out_format != "fmrec":
         opts["format"] = args.out_format
-    n_users = 0
+    from fmrec.cli._common import read_features
+
+    user_tab, item_tab = read_features(args)
+    n_users = n_cold_users = 0
     with open_sink(args.out, run_id=args.run_id, **opts) as sink:
         for batch in recommend_all(
             model, args.k, users=users, seen=seen, exclude_seen=not args.include_seen,
             exclude_items=excl_items, exclude_per_user=per_user,
             include_untrained_items=args.include_untrained_items, index=args.index, batch_size=args.batch_size,
+            user_features=user_tab, item_features=item_tab,
         ):
             sink.write(batch)
             n_users += len(batch)
+            n_cold_users += int((model.encoder_.user_map.to_index(batch.user_ids) < 0).sum())
     seconds = time.perf_counter() - t0
     log.info("scored %d users in %.2fs (%.0f users/s)", n_users, seconds, n_users / max(seconds, 1e-9))
-    print(f"published top-{args.k} for {n_users} users to {args.out} in {seconds:.2f}s")
+    cold = ""
+    if user_tab is not None or item_tab is not None:
+        n_cold_items = 0 if item_tab is None else int((model.encoder_.item_map.to_index(item_tab.ids.ids) < 0).sum())
+        cold = f" (cold start: {n_cold_users} users and {n_cold_items} items known only by their features)"
+    print(f"published top-{args.k} for {n_users} users to {args.out} in {seconds:.2f}s{cold}")
     return 0

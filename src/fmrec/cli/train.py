@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from fmrec.cli._common import add_data_options, read_data
+from fmrec.cli._common import add_data_options, add_feature_options, read_data, read_features
 
 log = logging.getLogger("fmrec.cli")
 
@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
     p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
     add_data_options(p)
+    add_feature_options(p)
     p.set_defaults(func=run)
 
 
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("training %s FM on %d rows (%d users, %d items) from %s",
              args.task, len(train), train.n_users, train.n_items, args.train_file)
     t0 = time.perf_counter()
-    model.fit(train, valid=valid)
+    user_tab, item_tab = read_features(args)
+    model.fit(train, valid=valid, user_features=user_tab, item_features=item_tab)
     seconds = time.perf_counter() - t0
     names = train.item_names
     if args.item_names:

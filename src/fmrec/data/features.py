@@ -49,6 +49,9 @@ ML_GENRES = (
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
 _YEAR = re.compile(r"(1[89]\d\d|20\d\d)")
+# MovieLens layouts recognised by content, whatever the file is called
+_ML_USER_LINE = re.compile(r"^[^|,\t]+\|\d+\|[MF]\|[^|]*\|[^|]*$")
+_ML_ITEM_LINE = re.compile(r"^[^|]+\|[^|]*\|[^|]*\|[^|]*\|[^|]*(\|[01]){19}$")
 
 
 @dataclass
@@ -378,9 +381,10 @@ def read_feature_table(
     if path.stat().st_size == 0:
         raise DataError("empty feature file (0 bytes)", path=path)
     name = path.name.lower()
-    if name == "u.user":
+    head = path.open("rb").readline().decode("latin-1").rstrip("\r\n")
+    if name == "u.user" or _ML_USER_LINE.match(head):
         return _movielens_users(path, roles)
-    if name == "u.item":
+    if name == "u.item" or _ML_ITEM_LINE.match(head):
         return _movielens_items(path, roles)
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
