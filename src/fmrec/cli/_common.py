@@ -8,8 +8,10 @@ from typing import Any
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input columns and format")
-    g.add_argument("--format", dest="data_format", choices=["auto", "movielens", "csv", "tsv", "parquet"],
+    g.add_argument("--format", dest="data_format", choices=["auto", "movielens", "csv", "tsv", "parquet", "recordio"],
                    default="auto", help="input format (default: detected from the file)")
+    g.add_argument("--recordio-users", type=int, default=None, metavar="N",
+                   help="RecordIO-protobuf FM rows: number of user columns (default: inferred when unambiguous)")
     g.add_argument("--sep", default=None, help="field delimiter for CSV/TSV (default: sniffed)")
     g.add_argument("--user-col", default=None, help="user column name (default: recognised names)")
     g.add_argument("--item-col", default=None, help="item column name")
@@ -32,7 +34,8 @@ def read_data(path: str, args: argparse.Namespace, **kwargs: Any) -> Any:
     fmt = None if args.data_format == "auto" else args.data_format
     return read_interactions(
         path, format=fmt, sep=args.sep, user_col=args.user_col, item_col=args.item_col,
-        rating_col=args.rating_col, timestamp_col=args.timestamp_col, duplicates=args.duplicates, **kwargs,
+        rating_col=args.rating_col, timestamp_col=args.timestamp_col, duplicates=args.duplicates,
+        recordio_users=getattr(args, "recordio_users", None), **kwargs,
     )
 
 

@@ -20,7 +20,9 @@ COMMANDS = {
     "recommend": "fmrec.cli.recommend",
     "evaluate": "fmrec.cli.evaluate",
     "run": "fmrec.cli.run",
+    "runs": "fmrec.cli.runs",
     "datasets": "fmrec.cli.datasets",
+    "import-sagemaker": "fmrec.cli.import_sagemaker",
 }
 
 EPILOG = """examples:
@@ -30,6 +32,7 @@ EPILOG = """examples:
   fmrec predict model data/ml-100k/ua.test --out predictions.csv
   fmrec recommend model --k 100 --out sqlite:///recs.db
   fmrec evaluate model data/ml-100k/ua.test --k 10
+  fmrec import-sagemaker model.tar.gz --users 943 --out model   # hosted FM artifact -> fmrec model
 """
 
 

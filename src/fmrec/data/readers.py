@@ -9,6 +9,10 @@ Policies (one place, so the CLI and the docs can point here):
   first line is a header.  Files named like MovieLens rating files (``u.data``,
   ``u1.base`` .. ``u5.test``, ``ua.base``, ``ub.test``, ``ratings.dat``) and
   ``format="movielens"`` *must* be headerless; a header row there is an error.
+  ``.recordio``/``.rec`` (or the RecordIO magic ``0A 23 D7 CE``) and
+  ``format="recordio"`` are RecordIO-protobuf FM training rows, read by
+  :func:`fmrec.interop.recordio.read_recordio_interactions` (user column + item
+  column per row, label as rating; ``recordio_users`` = number of user columns).
 * **Delimiter.**  ``sep`` wins when given.  Otherwise the first line is searched for
   ``::`` (ml-1m), tab, comma, ``|`` and ``;``; when several occur, the one whose
   count is the same on the first lines wins (then the one occurring most, then
@@ -50,10 +54,10 @@ from fmrec.errors import ConfigError, DataError
 __all__ = ["read_interactions", "read_item_names", "FORMATS", "DELIMITERS"]
 
 PathLike = Union[str, Path]
-Format = Literal["csv", "tsv", "movielens", "parquet"]
+Format = Literal["csv", "tsv", "movielens", "parquet", "recordio"]
 
 #: Accepted values of ``format``.
-FORMATS: tuple[str, ...] = ("csv", "tsv", "movielens", "parquet")
+FORMATS: tuple[str, ...] = ("csv", "tsv", "movielens", "parquet", "recordio")
 #: Delimiters tried, in order of preference, when ``sep`` is not given.
 DELIMITERS: tuple[str, ...] = ("::", "\t", ",", "|", ";")
 
@@ -435,6 +439,7 @@ def read_interactions(
     duplicates: DuplicatePolicy = "error",
     user_map: IdMap | None = None,
     item_map: IdMap | None = None,
+    recordio_users: int | None = None,
 ) -> Interactions:
     """Read interactions from a file or a DataFrame.
 
@@ -446,7 +451,9 @@ def read_interactions(
     ``movieId``/``item_id``/``item``, ``rating``, ``timestamp``); pass ``*_col`` to
     name others.  ``sep`` names the delimiter (sniffed when ``None``).
     ``duplicates``, ``user_map`` and ``item_map`` are passed to
-    :meth:`Interactions.from_frame`.
+    :meth:`Interactions.from_frame`.  ``recordio_users`` is the number of user
+    columns of a RecordIO-protobuf file (default: taken from the file when the
+    file determines it, see :func:`fmrec.interop.recordio.read_recordio_interactions`).
 
     Every problem raises :class:`~fmrec.errors.DataError` with a one-line message
     naming the file, the 1-based line (header = line 1) and the offending value.
@@ -465,6 +472,9 @@ def read_interactions(
         raise ConfigError(f"source must be a path or a pandas DataFrame, not {type(source).__name__}")
     path = Path(source)
 
+    if format == "recordio" or (format is None and _is_recordio(path)):
+        return _read_recordio(path, user_col, item_col, rating_col, timestamp_col, sep, duplicates,
+                              user_map, item_map, recordio_users)
     if format == "parquet" or (format is None and path.suffix.lower() in _PARQUET_EXT):
         return _read_parquet(path, user_col, item_col, rating_col, timestamp_col, duplicates, user_map, item_map)
     data = _read_bytes(path)
@@ -523,6 +533,41 @@ def read_interactions(
             cols[table.names[pos]] = pd.Series(values, dtype=object)
     df = pd.DataFrame(cols)
     return _build(df, table.names, roles, str(path), table.first_line, duplicates, user_map, item_map)
+
+
+def _is_recordio(path: Path) -> bool:
+    """RecordIO by extension or by the magic number 0xCED7230A (bytes 0A 23 D7 CE)."""
+    if path.suffix.lower() in (".recordio", ".rec"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x0a\x23\xd7\xce"
+    except OSError:
+        return False
+
+
+def _read_recordio(
+    path: Path,
+    user_col: str | None,
+    item_col: str | None,
+    rating_col: str | None,
+    timestamp_col: str | None,
+    sep: str | None,
+    duplicates: DuplicatePolicy,
+    user_map: IdMap | None,
+    item_map: IdMap | None,
+    recordio_users: int | None,
+) -> Interactions:
+    """RecordIO-protobuf FM rows: delegated to :mod:`fmrec.interop.recordio`."""
+    from fmrec.interop.recordio import read_recordio_interactions
+
+    named = [n for n, v in (("user_col", user_col), ("item_col", item_col), ("rating_col", rating_col),
+                            ("timestamp_col", timestamp_col), ("sep", sep)) if v is not None]
+    if named:
+        raise ConfigError(f"{path}: {', '.join(named)} do not apply to a RecordIO-protobuf file")
+    return read_recordio_interactions(
+        path, n_users=recordio_users, duplicates=duplicates, user_map=user_map, item_map=item_map
+    )
 
 
 def _looks_like_header(fields: list[str]) -> bool:

@@ -33,7 +33,8 @@ class FactorizationMachine:
     ----------
     task : "regression" (squared loss), "binary" (logistic loss) or "ranking"
         (implicit feedback, pairwise loss over sampled negative items).  With
-        ``Interactions`` input, ``binary`` labels are ``rating >= threshold``;
+        ``Interactions`` input, ``binary`` labels are ``rating >= threshold`` (ratings
+        that are all 0 or 1 are taken as labels as they are);
         ``ranking`` treats every row as a positive, or only rows with
         ``rating >= positive_threshold`` when that is set.
     n_factors : number of latent factors ``k``.
@@ -195,6 +196,8 @@ class FactorizationMachine:
                 raise DataError("regression needs ratings, but the data has no rating column", path=inter.source)
             return np.ones(len(inter), dtype=np.float64)
         if self.task == "binary":
+            if np.all((inter.rating == 0) | (inter.rating == 1)):
+                return inter.rating.astype(np.float64)  # already 0/1 labels (e.g. RecordIO channels)
             return (inter.rating >= self.threshold).astype(np.float64)
         return inter.rating.astype(np.float64)
 
