@@ -74,7 +74,7 @@ def checkerboard(n_users: int = 40, n_items: int = 30, seed: int = 0):
 @pytest.mark.parametrize("loss", ["bpr", "warp"])
 def test_ranking_learns_checkerboard(loss: str) -> None:
     data, held = checkerboard()
-    fm = FactorizationMachine(task="ranking", loss=loss, n_factors=4, n_epochs=40, learning_rate=0.1,
+    fm = FactorizationMachine(task="ranking", loss=loss, n_factors=4, n_epochs=100, learning_rate=0.1,
                               init_std=0.1, l2_linear=0.0, l2_factors=0.0, random_state=0).fit(data)
     tk = TopK.concat(list(recommend_all(fm, 1, seen=data.to_csr(binary=True))))
     firsts = dict(zip(tk.user_ids.tolist(), tk.item_ids[:, 0].tolist()))
