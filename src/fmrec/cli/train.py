@@ -45,9 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-bias", type=float, default=None)
     p.add_argument("--lr-linear", type=float, default=None)
     p.add_argument("--lr-factors", type=float, default=None)
-    p.add_argument("--l2-linear", type=float, default=0.01)
+    p.add_argument("--l2-linear", type=float, default=None, help="default: 0.01 SGD, 5 ALS")
     p.add_argument("--l2-factors", type=float, default=None, help="default: 0.1 regression, 0.05 binary, 0.01 ranking")
-    p.add_argument("--init-std", type=float, default=0.01)
+    p.add_argument("--init-std", type=float, default=None, help="default: 0.01 SGD, 0.1 ALS/MCMC")
+    p.add_argument("--solver", choices=["sgd", "als", "mcmc"], default="sgd",
+                   help="sgd (every task), als (coordinate descent) or mcmc (Gibbs sampling; "
+                        "regression/binary; --epochs = iterations, default 200)")
+    p.add_argument("--n-samples", type=int, default=50, help="MCMC: posterior samples kept (default 50)")
+    p.add_argument("--burn-in", type=int, default=None, help="MCMC: iterations discarded (default epochs/10)")
     p.add_argument("--threads", type=int, default=1,
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
     p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         init_std=args.init_std, threshold=args.threshold, n_threads=args.threads, random_state=args.seed,
         patience=args.patience, verbose=not args.quiet, loss=args.loss,
         positive_threshold=args.positive_threshold, max_sampled=args.max_sampled,
+        solver=args.solver, n_samples=args.n_samples, n_burn_in=args.burn_in,
     )
     log.info("training %s FM on %d rows (%d users, %d items) from %s",
              args.task, len(train), train.n_users, train.n_items, args.train_file)

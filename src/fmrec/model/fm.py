@@ -20,7 +20,7 @@ log = logging.getLogger("fmrec.model")
 
 TASKS = ("regression", "binary", "ranking")
 LOSSES = ("bpr", "warp")
-SOLVERS = ("sgd",)
+SOLVERS = ("sgd", "als", "mcmc")
 OPTIMIZERS = ("adagrad", "sgd")
 
 
@@ -40,7 +40,12 @@ class FactorizationMachine:
     n_factors : number of latent factors ``k``.
     n_epochs : maximum passes over the data (``None``: 20 for regression and
         binary, 100 for ranking).
-    solver : "sgd" (per-sample, lock-free threads).
+    solver : "sgd" (per-sample, lock-free threads; every task), "als" (coordinate
+        descent with a closed form / Newton step per parameter, no learning rate;
+        regression and binary) or "mcmc" (Gibbs sampling with Normal-Gamma
+        hyperpriors grouped per field; regression and binary probit).  ALS and MCMC
+        penalties are totals over the data (not per sample as for SGD); their
+        defaults differ (``l2_linear`` 5, ``l2_factors`` 10 for ALS; MCMC learns them).
     optimizer : "adagrad" (per-parameter step sizes) or "sgd" (plain steps).
     learning_rate : step size for every parameter group unless overridden by
         ``learning_rate_bias`` / ``learning_rate_linear`` / ``learning_rate_factors``.
@@ -56,6 +61,10 @@ class FactorizationMachine:
         not improved for ``patience`` epochs and restore the best epoch's parameters.
     clip_predictions : for regression, clip predictions to the training target range.
     verbose : log one line per epoch (loss, validation metric) to the ``fmrec`` logger.
+    n_samples : MCMC: thinned posterior samples kept.  The posterior-mean model is
+        itself an FM whose ``V_`` is the samples' factors concatenated and scaled by
+        ``1/sqrt(n_samples)`` (so predict, export and the index serve it exactly).
+    n_burn_in : MCMC: iterations discarded first (default ``n_epochs // 10``).
     loss : ranking loss, "bpr" (default; Bayesian personalised ranking, one uniform
         negative per positive) or "warp" (weighted approximate-rank pairwise: samples
         up to ``max_sampled`` negatives until one violates the margin).
@@ -77,9 +86,9 @@ class FactorizationMachine:
         learning_rate_linear: float | None = None,
         learning_rate_factors: float | None = None,
         l2_bias: float = 0.0,
-        l2_linear: float = 0.01,
+        l2_linear: float | None = None,
         l2_factors: float | None = None,
-        init_std: float = 0.01,
+        init_std: float | None = None,
         threshold: float = 4.0,
         n_threads: int = 1,
         random_state: Any = None,
@@ -90,6 +99,8 @@ class FactorizationMachine:
         loss: str = "bpr",
         max_sampled: int = 10,
         positive_threshold: float | None = None,
+        n_samples: int = 50,
+        n_burn_in: int | None = None,
     ) -> None:
         self.task = task
         self.n_factors = n_factors
@@ -114,6 +125,8 @@ class FactorizationMachine:
         self.loss = loss
         self.max_sampled = max_sampled
         self.positive_threshold = positive_threshold
+        self.n_samples = n_samples
+        self.n_burn_in = n_burn_in
 
     # --------------------------------------------------------- sklearn plumbing
     @classmethod
@@ -155,10 +168,14 @@ class FactorizationMachine:
                 raise ConfigError(f"{name} must be a positive number, got {v!r}")
         for name in ("l2_bias", "l2_linear", "l2_factors", "init_std"):
             v = getattr(self, name)
-            if v is None and name == "l2_factors":
+            if v is None and name in ("l2_factors", "l2_linear", "init_std"):
                 continue
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a non-negative number, got {v!r}")
+        if self.solver != "sgd" and self.task == "ranking":
+            raise ConfigError(f"solver {self.solver!r} does not support task='ranking' (BPR/WARP are SGD only)")
+        if not (isinstance(self.n_samples, (int, np.integer)) and self.n_samples >= 1):
+            raise ConfigError(f"n_samples must be a positive integer, got {self.n_samples!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not (isinstance(self.max_sampled, (int, np.integer)) and self.max_sampled >= 1):
@@ -179,15 +196,29 @@ class FactorizationMachine:
         "binary": {"n_epochs": 20, "l2_factors": 0.05},
         "ranking": {"n_epochs": 100, "l2_factors": 0.01},
     }
+    _SOLVER_DEFAULTS = {
+        "sgd": {"l2_linear": 0.01, "init_std": 0.01},
+        "als": {"n_epochs": 30, "l2_linear": 5.0, "l2_factors": 10.0, "init_std": 0.1},
+        "mcmc": {"n_epochs": 200, "l2_linear": 0.0, "init_std": 0.1},
+    }
+
+    def _default(self, name: str) -> Any:
+        return {**self._TASK_DEFAULTS[self.task], **self._SOLVER_DEFAULTS.get(self.solver, {})}[name]
 
     def _l2_factors(self) -> float:
         if self.l2_factors is None:
-            return float(self._TASK_DEFAULTS[self.task]["l2_factors"])
+            return float(self._default("l2_factors"))
         return float(self.l2_factors)
+
+    def _l2_linear(self) -> float:
+        return float(self._default("l2_linear") if self.l2_linear is None else self.l2_linear)
+
+    def _init_std(self) -> float:
+        return float(self._default("init_std") if self.init_std is None else self.init_std)
 
     def _n_epochs(self) -> int:
         if self.n_epochs is None:
-            return int(self._TASK_DEFAULTS[self.task]["n_epochs"])
+            return int(self._default("n_epochs"))
         return int(self.n_epochs)
 
     def _targets(self, inter: Interactions) -> np.ndarray:
@@ -308,6 +339,13 @@ class FactorizationMachine:
             if Mv.shape[1] != n_features:
                 raise DataError(f"validation matrix has {Mv.shape[1]} columns, training has {n_features}")
         rng = np.random.default_rng(self.random_state)
+        self.y_range_ = (float(t.min()), float(t.max()))
+        self.n_features_in_ = n_features
+        self.link_ = "logit"
+        if self.solver == "als":
+            return self._fit_als(M, t, Mv, tv, rng)
+        if self.solver == "mcmc":
+            return self._fit_mcmc(M, t, rng)
         k = int(self.n_factors)
         w0 = np.zeros(1, dtype=np.float64)
         if self.task == "regression":
@@ -316,7 +354,7 @@ class FactorizationMachine:
             p = min(max(float(t.mean()), 1e-6), 1 - 1e-6)
             w0[0] = math.log(p / (1 - p))
         w = np.zeros(n_features, dtype=np.float32)
-        V = (rng.standard_normal((n_features, k)) * self.init_std).astype(np.float32)
+        V = (rng.standard_normal((n_features, k)) * self._init_std()).astype(np.float32)
         g_w0 = np.zeros(1, dtype=np.float64)
         g_w = np.zeros(n_features, dtype=np.float32)
         g_V = np.zeros((n_features, k), dtype=np.float32)
@@ -324,8 +362,6 @@ class FactorizationMachine:
         task = K.TASK_REGRESSION if self.task == "regression" else K.TASK_BINARY
         opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
         n_threads = resolve_threads(self.n_threads)
-        self.y_range_ = (float(t.min()), float(t.max()))
-        self.n_features_in_ = n_features
         self.history_: list[dict[str, float]] = []
         best = (math.inf, -1, None)
         bad_epochs = 0
@@ -337,7 +373,7 @@ class FactorizationMachine:
                 total = K.sgd_epoch(
                     indptr, indices, data, y64, order, task, opt,
                     w0, w, V, g_w0, g_w, g_V,
-                    lr_b, lr_w, lr_v, float(self.l2_bias), float(self.l2_linear), self._l2_factors(),
+                    lr_b, lr_w, lr_v, float(self.l2_bias), self._l2_linear(), self._l2_factors(),
                     n_threads,
                 )
                 loss = total / M.shape[0]
@@ -376,6 +412,76 @@ class FactorizationMachine:
         else:
             self.w0_, self.w_, self.V_ = float(w0[0]), w, V
             self.best_epoch_ = len(self.history_)
+        return self
+
+    def _fit_als(self, M: sp.csr_matrix, t: np.ndarray, Mv: Any, tv: Any,
+                 rng: np.random.Generator) -> "FactorizationMachine":
+        """Coordinate descent (:mod:`fmrec.model._als`); validation picks the best epoch."""
+        from fmrec.model._als import fit_als
+
+        self.history_ = []
+        best: list[Any] = [math.inf, 0, None]
+        bad = [0]
+        start = [time.perf_counter()]
+
+        def callback(epoch: int, w0: float, w: np.ndarray, V: np.ndarray, loss: float) -> bool:
+            entry: dict[str, float] = {"epoch": epoch, "train_loss": float(loss),
+                                       "seconds": time.perf_counter() - start[0]}
+            start[0] = time.perf_counter()
+            stop = False
+            if Mv is not None:
+                self.w0_, self.w_, self.V_ = float(w0), w, V
+                entry.update(self._valid_metrics(Mv, tv))
+                metric = entry["valid_rmse"] if self.task == "regression" else entry["valid_log_loss"]
+                if metric < best[0] - 1e-6:
+                    best[:] = [metric, epoch, (float(w0), w, V)]
+                    bad[0] = 0
+                else:
+                    bad[0] += 1
+                stop = self.early_stopping and bad[0] >= self.patience
+            self.history_.append(entry)
+            if self.verbose:
+                log.info("epoch %d/%d  %s", epoch, self._n_epochs(),
+                         "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ != "epoch"))
+            return stop
+
+        w0, w, V = fit_als(M, t, task=self.task, n_factors=int(self.n_factors), n_epochs=self._n_epochs(),
+                           l2_bias=float(self.l2_bias), l2_linear=self._l2_linear(), l2_factors=self._l2_factors(),
+                           init_std=self._init_std(), rng=rng, callback=callback)
+        if Mv is not None and self.early_stopping and best[2] is not None:
+            self.w0_, self.w_, self.V_ = best[2]
+            self.best_epoch_ = best[1]
+        else:
+            self.w0_, self.w_, self.V_ = float(w0), w, V
+            self.best_epoch_ = len(self.history_)
+        return self
+
+    def _fit_mcmc(self, M: sp.csr_matrix, t: np.ndarray, rng: np.random.Generator) -> "FactorizationMachine":
+        """Gibbs sampling (:mod:`fmrec.model._mcmc`); the posterior mean of the kept samples
+        is stored as one FM with concatenated, ``1/sqrt(S)``-scaled factors."""
+        from fmrec.model._mcmc import fit_mcmc
+
+        enc = getattr(self, "encoder_", None)
+        groups = enc.groups() if enc is not None else np.zeros(M.shape[1], dtype=np.int64)
+        n_iter = self._n_epochs()
+        burn = self.n_burn_in if self.n_burn_in is not None else n_iter // 10
+        if not 0 <= burn < n_iter:
+            raise ConfigError(f"n_burn_in must be in [0, n_epochs), got {burn} with n_epochs={n_iter}")
+        n_kept = min(int(self.n_samples), n_iter - burn)
+        out = fit_mcmc(M, t, task=self.task, n_factors=int(self.n_factors), n_iter=n_iter, n_burn_in=burn,
+                       n_kept=n_kept, groups=groups, init_std=self._init_std(), rng=rng)
+        S = out["V"].shape[0]
+        self.w0_ = float(np.mean(out["w0"]))
+        self.w_ = np.ascontiguousarray(out["w"].astype(np.float64).mean(axis=0), dtype=np.float32)
+        Vs = out["V"].astype(np.float64) / math.sqrt(S)  # (S, n, k) -> (n, S*k)
+        self.V_ = np.ascontiguousarray(np.transpose(Vs, (1, 0, 2)).reshape(M.shape[1], -1), dtype=np.float32)
+        self.history_ = [{k_: float(v) for k_, v in h.items()} for h in out["history"]]
+        self.best_epoch_ = n_iter
+        self.n_samples_ = S
+        if self.task == "binary":
+            self.link_ = "probit"
+        if self.verbose:
+            log.info("MCMC: %d iterations, %d burn-in, %d samples kept", n_iter, burn, S)
         return self
 
     def _fit_ranking(self, X: Any, valid: Any, user_features: Any = None,
@@ -417,7 +523,7 @@ class FactorizationMachine:
         rng = np.random.default_rng(self.random_state)
         k = int(self.n_factors)
         w = np.zeros(n_features, dtype=np.float32)
-        V = (rng.standard_normal((n_features, k)) * self.init_std).astype(np.float32)
+        V = (rng.standard_normal((n_features, k)) * self._init_std()).astype(np.float32)
         # WARP's rank weights reach log(n_items) ~ 7: AdaGrad accumulators start at 1 (as
         # LightFM's do) so the first steps are not full-size; measured +0.008 P@10 on ua.
         acc0 = 1.0 if self.loss == "warp" else 0.0
@@ -442,7 +548,7 @@ class FactorizationMachine:
                 total = K.pairwise_epoch(
                     up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds,
                     loss_kind, int(self.max_sampled), opt, w, V, g_w, g_V,
-                    lr_w, lr_v, float(self.l2_linear), self._l2_factors(),
+                    lr_w, lr_v, self._l2_linear(), self._l2_factors(),
                 )
                 loss = total / pos.nnz
                 if not math.isfinite(loss) or not (np.isfinite(w).all() and np.isfinite(V).all()):
@@ -497,7 +603,7 @@ class FactorizationMachine:
         if self.task == "regression":
             pred = self._clip(raw)
             return {"valid_rmse": float(np.sqrt(np.mean((pred - tv) ** 2)))}
-        prob = _sigmoid(raw)
+        prob = _probit(raw) if getattr(self, "link_", "logit") == "probit" else _sigmoid(raw)
         eps = 1e-15
         pc = np.clip(prob, eps, 1 - eps)
         ll = float(-np.mean(tv * np.log(pc) + (1 - tv) * np.log(1 - pc)))
@@ -543,7 +649,7 @@ class FactorizationMachine:
         M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features)
         raw = self._raw(M)
         if self.task == "binary":
-            return _sigmoid(raw)
+            return _probit(raw) if getattr(self, "link_", "logit") == "probit" else _sigmoid(raw)
         if self.task == "ranking":
             return raw
         return self._clip(raw)
@@ -561,6 +667,12 @@ class FactorizationMachine:
         from fmrec.model.io import save_model
 
         save_model(self, path, **extra)
+
+
+def _probit(z: np.ndarray) -> np.ndarray:
+    from scipy.special import ndtr
+
+    return ndtr(np.asarray(z, dtype=np.float64))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

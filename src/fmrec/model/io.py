@@ -102,6 +102,8 @@ def save_model(
             "params": {k: _jsonable(v) for k, v in model.get_params().items()},
             "n_features": int(model.n_features_in_),
             "y_range": list(model.y_range_),
+            "link": getattr(model, "link_", "logit"),
+            "n_samples": int(getattr(model, "n_samples_", 0)),
             "best_epoch": int(getattr(model, "best_epoch_", 0)),
             "history": model.history_,
             "layout": enc.layout() if enc is not None else None,
@@ -180,6 +182,9 @@ def load_model(path: Any) -> Any:
         model.y_range_ = tuple(manifest["y_range"])
         model.history_ = manifest.get("history", [])
         model.best_epoch_ = manifest.get("best_epoch", 0)
+        model.link_ = manifest.get("link", "logit")
+        if manifest.get("n_samples"):
+            model.n_samples_ = int(manifest["n_samples"])
     except KeyError as exc:
         raise ArtifactError(f"{folder}: model is missing {exc}") from None
     if model.V_.shape[0] != model.n_features_in_ or model.w_.shape[0] != model.n_features_in_:
