@@ -120,3 +120,13 @@ def test_ranking_errors() -> None:
         FactorizationMachine(task="ranking").fit(sp.csr_matrix(np.eye(3)), np.ones(3))
     with pytest.raises(DataError, match="needs ratings"):
         FactorizationMachine(task="ranking", positive_threshold=4).fit(data)
+
+
+def test_deterministic_mode_is_thread_count_independent() -> None:
+    data, _ = checkerboard(seed=4)
+    models = [FactorizationMachine(task=task, loss="warp", n_factors=4, n_epochs=3, n_threads=nt, deterministic=True,
+                                   random_state=1).fit(data if task == "ranking" else Interactions(
+                                       data.user_idx, data.item_idx, np.ones(len(data)), data.user_map, data.item_map))
+              for task in ("ranking", "regression") for nt in (1, 2)]
+    np.testing.assert_array_equal(models[0].V_, models[1].V_)
+    np.testing.assert_array_equal(models[2].V_, models[3].V_)

@@ -55,7 +55,11 @@ class FactorizationMachine:
     init_std : standard deviation of the normal initialisation of ``V``.
     threshold : rating threshold for ``binary`` labels from ratings.
     n_threads : training/prediction threads; 1 is bit-for-bit reproducible for a
-        given ``random_state``; more uses lock-free (Hogwild) updates.
+        given ``random_state``; more uses lock-free (Hogwild) updates, faster but not
+        bit-reproducible.  ALS and MCMC are sequential and always reproducible.
+    deterministic : train SGD/BPR/WARP sequentially whatever ``n_threads`` says, so
+        the same seed gives the same model at any thread count (prediction and
+        scoring still use ``n_threads``).
     random_state : seed (int), ``numpy.random.Generator`` or None.
     early_stopping : with a validation set, stop when the validation metric has
         not improved for ``patience`` epochs and restore the best epoch's parameters.
@@ -101,6 +105,7 @@ class FactorizationMachine:
         positive_threshold: float | None = None,
         n_samples: int = 50,
         n_burn_in: int | None = None,
+        deterministic: bool = False,
     ) -> None:
         self.task = task
         self.n_factors = n_factors
@@ -127,6 +132,7 @@ class FactorizationMachine:
         self.positive_threshold = positive_threshold
         self.n_samples = n_samples
         self.n_burn_in = n_burn_in
+        self.deterministic = deterministic
 
     # --------------------------------------------------------- sklearn plumbing
     @classmethod
@@ -361,7 +367,7 @@ class FactorizationMachine:
         lr_b, lr_w, lr_v = self._rates()
         task = K.TASK_REGRESSION if self.task == "regression" else K.TASK_BINARY
         opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
-        n_threads = resolve_threads(self.n_threads)
+        n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
         self.history_: list[dict[str, float]] = []
         best = (math.inf, -1, None)
         bad_epochs = 0
@@ -532,7 +538,7 @@ class FactorizationMachine:
         _, lr_w, lr_v = self._rates()
         loss_kind = K.LOSS_WARP if self.loss == "warp" else K.LOSS_BPR
         opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
-        n_threads = resolve_threads(self.n_threads)
+        n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
         self.w0_ = 0.0
         self.y_range_ = (0.0, 1.0)
         self.n_features_in_ = n_features
