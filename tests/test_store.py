@@ -586,10 +586,12 @@ def test_unknown_target_one_line_error(target: str) -> None:
     assert ".jsonl" in msg and ".parquet" in msg and "sqlite:///" in msg
 
 
-def test_postgresql_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL sink not available yet") as info:
-        open_sink("postgresql://fm:secret@localhost/recs")
-    assert "secret" not in str(info.value)
+def test_postgresql_connection_error_hides_the_password() -> None:
+    """No server on port 1: a one-line StoreError without the password (tests/test_postgres.py has the rest)."""
+    with pytest.raises(StoreError) as info:
+        open_sink("postgresql://fm:secret@127.0.0.1:1/recs")
+    msg = str(info.value)
+    assert "secret" not in msg and "\n" not in msg and "fm:***@127.0.0.1:1/recs" in msg
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:relative.db"])

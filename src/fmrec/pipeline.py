@@ -3,7 +3,11 @@
 One TOML file configures a run (every key optional; the defaults run the
 built-in data set).  Each run gets an id and a folder
 ``<output.dir>/runs/<run_id>/`` holding ``config.json`` (the resolved
-configuration), ``metrics.json``, ``model/`` and ``run.log``.  A lock file keeps
+configuration, the target without its password), ``metrics.json``,
+``model/``, ``index.json`` (which index served the lists) and ``run.log``.
+SQLite and PostgreSQL targets also record the model checksum (sha256 of
+``model/manifest.json``) and the resolved configuration with the run in
+``fmrec_runs``, and keep ``[recommend] keep_runs`` runs for ``fmrec runs rollback``.  A lock file keeps
 two runs of the same output folder from overlapping.  The published lists
 change only when every stage succeeded: the lists are staged in the sink,
 evaluated, and published last in one atomic step.  Values of the sections other
@@ -52,6 +56,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "include_untrained_items": False,
         "target": "",  # default: sqlite:///<output.dir>/recommendations.db
         "format": "fmrec",
+        "keep_runs": 3,  # SQLite / PostgreSQL targets: published runs kept for rollback
     },
     "evaluate": {"k": [10], "min_rating": 0.0, "baseline": True},
     "output": {"dir": "fmrec-output", "show_user": ""},
@@ -90,7 +95,7 @@ def _check_value(where: str, section: str, key: str, value: Any) -> None:
         ok, what = isinstance(value, str), "a string"
     if not ok:
         raise ConfigError(f"{where}: {name} must be {what}, not {value!r}")
-    if (section, key) == ("recommend", "k") and value < 1:
+    if (section, key) in (("recommend", "k"), ("recommend", "keep_runs")) and value < 1:
         raise ConfigError(f"{where}: {name} must be a positive integer, not {value!r}")
     if (section, key) == ("data", "test_per_user") and value < 0:
         raise ConfigError(f"{where}: {name} must be 0 or more, not {value!r}")
@@ -267,6 +272,42 @@ def evaluate_model(model: Any, train: Any, test: Any, ks: list[int], *, seen: An
     return out
 
 
+def resolve_target(cfg: dict[str, Any]) -> str:
+    """The sink target of a loaded config: ``[recommend] target`` or the default
+    ``sqlite:///<output.dir>/recommendations.db``."""
+    out_dir = Path(cfg["output"]["dir"])
+    return cfg["recommend"]["target"] or f"sqlite:///{(out_dir / 'recommendations.db').as_posix()}"
+
+
+def _records_runs(target: str) -> bool:
+    """True for the targets with a run log (SQLite, PostgreSQL): they take ``meta`` and ``keep_runs``."""
+    return target.lower().startswith(("sqlite:", "postgresql://", "postgres://"))
+
+
+def model_checksum_of(folder: Path) -> str:
+    """sha256 of a model folder's ``manifest.json`` (which holds the sha256 of every other file)."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / "manifest.json").read_bytes()).hexdigest()
+
+
+def write_index_info(path: Path, index: Any, rc: dict[str, Any], model_checksum: str) -> None:
+    """``index.json`` of a run folder: which index served the lists, over how many items."""
+    info = {
+        "index": rc["index"],
+        "class": type(index).__name__,
+        "spec": getattr(index, "spec", None),
+        "n_items": int(getattr(index, "n_items", 0) or 0),
+        "dim": int(getattr(index, "dim", 0) or 0),
+        "k": int(rc["k"]),
+        "exclude_seen": bool(rc["exclude_seen"]),
+        "include_untrained_items": bool(rc["include_untrained_items"]),
+        "model_checksum": model_checksum,
+        "exact": rc["index"] in ("exact", "flat"),
+    }
+    path.write_text(json.dumps(info, indent=2))
+
+
 def run_pipeline(config: Any = None, *, run_id: str | None = None,
                  overrides: dict[str, dict[str, Any]] | None = None) -> RunResult:
     """Run every stage once; publish the lists only when all stages succeeded.
@@ -277,13 +318,15 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
     """
     from fmrec.model import FactorizationMachine, save_model
     from fmrec.recommend import recommend_all
-    from fmrec.store import open_sink, validate_run_id
+    from fmrec.index import make_index
+    from fmrec.store import open_sink, redact_target, validate_run_id
 
     cfg = config if isinstance(config, dict) else load_config(config, overrides)
     out_dir = Path(cfg["output"]["dir"])
     run_id = validate_run_id(run_id) if run_id else _new_run_id()
     folder = out_dir / "runs" / run_id
-    target = cfg["recommend"]["target"] or f"sqlite:///{(out_dir / 'recommendations.db').as_posix()}"
+    target = resolve_target(cfg)
+    shown = redact_target(target)  # what config.json, run.log and the summary show (no password)
     seconds: dict[str, float] = {}
     with RunLock(out_dir):
         try:
@@ -300,7 +343,7 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
         stage = "config"
         try:
             resolved = copy.deepcopy(cfg)
-            resolved["recommend"]["target"] = target
+            resolved["recommend"]["target"] = shown
             resolved["run_id"] = run_id
             (folder / "config.json").write_text(json.dumps(resolved, indent=2, default=str))
 
@@ -324,19 +367,24 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
             seen = train.to_csr(binary=True)
             seconds["train"] = time.perf_counter() - t
             save_model(model, folder / "model", seen=seen, item_names=names, extra={"run_id": run_id})
+            model_checksum = model_checksum_of(folder / "model")
             log.info("trained %s FM in %.2fs", model.task, seconds["train"])
 
             stage = "recommend"
             t = time.perf_counter()
             rc = cfg["recommend"]
-            opts = {"format": rc["format"]} if rc["format"] != "fmrec" else {}
+            opts: dict[str, Any] = {"format": rc["format"]} if rc["format"] != "fmrec" else {}
+            if _records_runs(target):  # SQLite / PostgreSQL: the run log gets the model and config
+                opts["keep_runs"] = int(rc["keep_runs"])
+                opts["meta"] = {"model_checksum": model_checksum, "config": resolved, "run_folder": str(folder)}
+            index = make_index(rc["index"])
             n_users = 0
             show = str(cfg["output"]["show_user"])
             sample_batch, sample_row = None, 0
             with open_sink(target, run_id=run_id, **opts) as sink:
                 for batch in recommend_all(
                     model, int(rc["k"]), seen=seen, exclude_seen=bool(rc["exclude_seen"]),
-                    include_untrained_items=bool(rc["include_untrained_items"]), index=rc["index"],
+                    include_untrained_items=bool(rc["include_untrained_items"]), index=index,
                 ):
                     if len(batch) and (sample_batch is None or (show and sample_row < 0)):
                         hits = np.flatnonzero(batch.user_ids.astype(str) == show) if show else np.zeros(0, int)
@@ -347,7 +395,8 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
                     sink.write(batch)
                     n_users += len(batch)
                 seconds["recommend"] = time.perf_counter() - t
-                log.info("staged top-%d for %d users for %s", rc["k"], n_users, target)
+                write_index_info(folder / "index.json", index, rc, model_checksum)
+                log.info("staged top-%d for %d users for %s", rc["k"], n_users, shown)
 
                 # evaluate before publishing: the lists change only when every stage succeeded
                 metrics: dict[str, Any] = {"run_id": run_id, "n_users_served": n_users}
@@ -365,7 +414,7 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
                 stage = "publish"
                 t = time.perf_counter()
             seconds["publish"] = time.perf_counter() - t
-            log.info("published top-%d for %d users to %s", rc["k"], n_users, target)
+            log.info("published top-%d for %d users to %s", rc["k"], n_users, shown)
         except Exception as exc:
             # into run.log only: the caller (the CLI) reports the error with its stage
             handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "stage %s failed: %s",
@@ -388,7 +437,7 @@ def run_pipeline(config: Any = None, *, run_id: str | None = None,
         c = int(sample_batch.counts[r])
         sample = [(sample_batch.item_ids[r, j], name_of.get(str(sample_batch.item_ids[r, j]), ""),
                    float(sample_batch.scores[r, j])) for j in range(min(c, 10))]
-    return RunResult(run_id, folder, target, metrics, seconds, sample_user, sample)
+    return RunResult(run_id, folder, shown, metrics, seconds, sample_user, sample)
 
 
 def format_summary(res: RunResult) -> Iterator[str]:

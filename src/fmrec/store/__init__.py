@@ -12,18 +12,31 @@ leaves the last published run in place::
     # published on normal exit; aborted (staged output removed) on an exception
 
 Backends: :class:`JsonlSink` (``fmrec`` or ``sagemaker`` layout),
-:class:`ParquetSink` (long format), :class:`SqliteSink` (run tables behind a
-view).  Readers: :func:`read_jsonl`, :func:`read_parquet_topk`,
-:func:`read_sqlite_topk`, :func:`list_runs`.
+:class:`ParquetSink` (long format), :class:`SqliteSink` and
+:class:`PostgresSink` (run tables behind a view, ``postgresql://...``).
+Readers: :func:`read_jsonl`, :func:`read_parquet_topk`,
+:func:`read_sqlite_topk`, :func:`read_postgres_topk`.  Run log of the SQLite
+and PostgreSQL targets: :func:`list_published_runs`, :func:`rollback_run`
+(:func:`list_runs` is the SQLite-only form).  :func:`redact_target` shows a
+target without its password.
 """
 
 from __future__ import annotations
 
 from fmrec.store._base import Sink, new_run_id, validate_identifier, validate_run_id
-from fmrec.store._dispatch import accepted_targets, open_sink, register_scheme, register_suffix
+from fmrec.store._dispatch import (
+    accepted_targets,
+    list_published_runs,
+    open_sink,
+    redact_target,
+    register_scheme,
+    register_suffix,
+    rollback_run,
+)
 from fmrec.store.jsonl import JSONL_FORMATS, JsonlSink, read_jsonl
 from fmrec.store.parquet import ParquetSink, read_parquet_topk
-from fmrec.store.sqlite import RunInfo, SqliteSink, list_runs, read_sqlite_topk, sqlite_path
+from fmrec.store.postgres import PostgresSink, list_postgres_runs, read_postgres_topk, rollback_postgres
+from fmrec.store.sqlite import RunInfo, SqliteSink, list_runs, read_sqlite_topk, rollback_sqlite, sqlite_path
 
 __all__ = [
     "Sink",
@@ -31,10 +44,18 @@ __all__ = [
     "JsonlSink",
     "ParquetSink",
     "SqliteSink",
+    "PostgresSink",
     "read_jsonl",
     "read_parquet_topk",
     "read_sqlite_topk",
     "list_runs",
+    "list_published_runs",
+    "rollback_run",
+    "rollback_sqlite",
+    "rollback_postgres",
+    "list_postgres_runs",
+    "read_postgres_topk",
+    "redact_target",
     "RunInfo",
     "sqlite_path",
     "new_run_id",

@@ -1,20 +1,30 @@
 """``open_sink``: pick a sink from the target's URL scheme or file suffix.
 
 Adding a backend is one call to :func:`register_scheme` or
-:func:`register_suffix` (the PostgreSQL sink replaces the placeholder factory
-registered for ``postgresql://`` below).
+:func:`register_suffix`.  The run log helpers (:func:`list_published_runs`,
+:func:`rollback_run`) dispatch the same way for the SQLite and PostgreSQL
+targets, and :func:`redact_target` hides passwords before a target is shown.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import re
 from typing import Any, Callable
 
 from fmrec.errors import ConfigError
 from fmrec.store._base import Sink
 
-__all__ = ["open_sink", "register_scheme", "register_suffix", "accepted_targets"]
+__all__ = [
+    "open_sink",
+    "register_scheme",
+    "register_suffix",
+    "accepted_targets",
+    "redact_target",
+    "list_published_runs",
+    "rollback_run",
+]
 
 #: A factory takes ``(target, run_id, format, **opts)`` and returns a Sink.
 SinkFactory = Callable[..., Sink]
@@ -83,27 +93,85 @@ def _sqlite(target: str, run_id: str | None, format: str | None, **opts: Any) ->
     return SqliteSink(target, run_id, **opts)
 
 
-def _postgresql_placeholder(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
-    raise ConfigError(f"PostgreSQL sink not available yet (target {_redact(target)})")
+def _postgresql(target: str, run_id: str | None, format: str | None, **opts: Any) -> Sink:
+    from fmrec.store.postgres import PostgresSink
+
+    _no_format("PostgreSQL", target, format)
+    _check_opts(PostgresSink, redact_target(target), opts)
+    return PostgresSink(target, run_id, **opts)
 
 
-def _redact(target: str) -> str:
-    """Hide a password in ``scheme://user:password@host`` before printing a target."""
-    scheme, sep, rest = target.partition("://")
-    if sep and "@" in rest:
-        cred, _, host = rest.rpartition("@")
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def redact_target(target: str) -> str:
+    """A target as shown to people: the password of ``scheme://user:password@host`` and of a
+    ``?password=`` query parameter replaced by ``***``."""
+    text = str(target)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        cred, _, host = netloc.rpartition("@")
         if ":" in cred:
             cred = cred.split(":", 1)[0] + ":***"
-        return f"{scheme}://{cred}@{host}"
-    return target
+        netloc = f"{cred}@{host}"
+    return _PASSWORD_PARAM.sub(r"\1***", f"{scheme}://{netloc}{slash}{tail}")
+
+
+_redact = redact_target  # the old private name
+
+
+def _runs_backend(target: str) -> str:
+    text = os.fspath(target)
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    if scheme == "sqlite" or text.lower().startswith("sqlite:"):
+        return "sqlite"
+    raise ConfigError(
+        f"runs are recorded by SQLite and PostgreSQL targets only, not {redact_target(text)!r} "
+        "(use sqlite:///path.db or postgresql://...)"
+    )
+
+
+def list_published_runs(target: str | os.PathLike[str], *, view: str | None = None, **opts: Any) -> list[Any]:
+    """The runs recorded at a SQLite or PostgreSQL ``target``, newest publish first.
+
+    Returns :class:`~fmrec.store.RunInfo` objects (``current`` marks the run its view
+    serves).  ``opts``: ``runs_table``; ``schema`` for PostgreSQL.
+    """
+    if _runs_backend(os.fspath(target)) == "postgres":
+        from fmrec.store.postgres import list_postgres_runs
+
+        return list_postgres_runs(os.fspath(target), view=view, **opts)
+    from fmrec.store.sqlite import list_runs
+
+    return list_runs(target, view=view, **opts)
+
+
+def rollback_run(target: str | os.PathLike[str], run_id: str, **opts: Any) -> Any:
+    """Serve the kept run ``run_id`` again at ``target`` (its view re-pointed in one transaction).
+
+    Returns the run's :class:`~fmrec.store.RunInfo`.  ``opts``: ``runs_table``;
+    ``schema`` for PostgreSQL.
+    """
+    if _runs_backend(os.fspath(target)) == "postgres":
+        from fmrec.store.postgres import rollback_postgres
+
+        return rollback_postgres(os.fspath(target), run_id, **opts)
+    from fmrec.store.sqlite import rollback_sqlite
+
+    return rollback_sqlite(target, run_id, **opts)
 
 
 register_suffix(".jsonl", _jsonl, "a *.jsonl or *.json file (JSON lines)")
 register_suffix(".json", _jsonl)
 register_suffix(".parquet", _parquet, "a *.parquet file")
 register_scheme("sqlite", _sqlite, "sqlite:///relative.db or sqlite:////absolute/path.db")
-register_scheme("postgresql", _postgresql_placeholder, "postgresql://... (not available yet)")
-register_scheme("postgres", _postgresql_placeholder)
+register_scheme("postgresql", _postgresql, "postgresql://user@host:port/dbname (or postgres://)")
+register_scheme("postgres", _postgresql)
 
 
 def open_sink(
@@ -116,7 +184,8 @@ def open_sink(
 
     ``target`` forms: ``*.jsonl`` / ``*.json`` -> :class:`JsonlSink` (``format``
     ``"fmrec"`` or ``"sagemaker"``); ``*.parquet`` -> :class:`ParquetSink`;
-    ``sqlite:///relative.db`` / ``sqlite:////abs/path.db`` -> :class:`SqliteSink`.
+    ``sqlite:///relative.db`` / ``sqlite:////abs/path.db`` -> :class:`SqliteSink`;
+    ``postgresql://user@host:port/dbname`` / ``postgres://...`` -> :class:`PostgresSink`.
     ``opts`` are the sink's keyword options.  Anything else raises
     :class:`~fmrec.errors.ConfigError` with a one-line message.
 
@@ -138,5 +207,5 @@ def open_sink(
     else:
         factory = next((f for suffix, f in _SUFFIXES.items() if text.lower().endswith(suffix)), None)
     if factory is None:
-        raise ConfigError(f"unknown sink target {_redact(text)!r}: expected {accepted_targets()}")
+        raise ConfigError(f"unknown sink target {redact_target(text)!r}: expected {accepted_targets()}")
     return factory(text, run_id, format, **opts)

@@ -53,7 +53,31 @@ from fmrec.store._base import (
 )
 from fmrec.topk import TopK
 
-__all__ = ["SqliteSink", "RunInfo", "list_runs", "read_sqlite_topk", "sqlite_path"]
+__all__ = ["SqliteSink", "RunInfo", "list_runs", "read_sqlite_topk", "rollback_sqlite", "sqlite_path"]
+
+#: Test hook (SIGKILL fault tests): seconds to sleep inside the publish transaction, just before COMMIT.
+PAUSE_ENV = "FMREC_TEST_PAUSE_BEFORE_COMMIT"
+
+
+def pause_before_commit_hook(what: str) -> None:
+    """Sleep ``$FMREC_TEST_PAUSE_BEFORE_COMMIT`` seconds inside a publish transaction, before COMMIT.
+
+    A test hook for the fault tests (kill a publish between its last statement
+    and COMMIT); does nothing unless the variable is set.  Prints one line to
+    stderr first, so a test knows when to strike.
+    """
+    value = os.environ.get(PAUSE_ENV)
+    if not value:
+        return
+    import sys
+    import time
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{PAUSE_ENV} must be a number of seconds, got {value!r}") from None
+    print(f"fmrec test hook: publishing {what}: pausing {seconds:g}s before COMMIT", file=sys.stderr, flush=True)
+    time.sleep(seconds)
 
 _URL_PREFIX = "sqlite:///"
 _VIEW_TARGET_RE = re.compile(r'\bFROM\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*;?\s*$', re.IGNORECASE)
@@ -328,6 +352,7 @@ class SqliteSink(Sink):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._flip(conn, renaming)
+                pause_before_commit_hook(f"run {self.run_id} to {self.path}")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -530,3 +555,57 @@ def read_sqlite_topk(
         col(0), col(1).astype(np.int64), col(2), np.asarray([row[3] for row in rows], dtype=np.float32),
         k=k, where=str(path),
     )
+
+
+def rollback_sqlite(
+    db: str | os.PathLike[str],
+    run_id: str,
+    *,
+    runs_table: str = "fmrec_runs",
+    timeout: float = 30.0,
+) -> RunInfo:
+    """Serve the kept run ``run_id`` again: its view reads its table (one transaction).
+
+    The run must still be recorded in ``runs_table`` with its table (runs beyond
+    ``keep_runs`` are pruned and cannot come back).  Returns the run's
+    :class:`RunInfo`, now ``current``.
+    """
+    validate_run_id(run_id)
+    validate_identifier(runs_table, "runs_table")
+    path = sqlite_path(db)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such SQLite database")
+    conn = _connect(path, timeout)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = None
+            for rid, *_rest, meta_text in _runs_rows(conn, runs_table):
+                if rid == run_id:
+                    row = _parse_meta(meta_text)
+            if row is None:
+                raise StoreError(f"{path}: no run {run_id!r} in {runs_table} (never published or pruned)")
+            view, table = row.get("view"), row.get("table")
+            if not isinstance(view, str) or not isinstance(table, str):
+                raise StoreError(f"{path}: run {run_id!r} has no view/table in its record")
+            validate_identifier(view, "view")
+            validate_identifier(table, "run table name")
+            if not _table_exists(conn, table):
+                raise StoreError(f"{path}: run {run_id!r} has no table {table} any more")
+            kind = _object_type(conn, view)
+            if kind not in (None, "view"):
+                raise StoreError(f"{path}: {view!r} is a {kind}, not a view")
+            conn.execute(f"DROP VIEW IF EXISTS {q(view)}")
+            conn.execute(f"CREATE VIEW {q(view)} AS SELECT user_id, rank, item_id, score FROM {q(table)}")
+            pause_before_commit_hook(f"rollback to run {run_id} in {path}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot roll back to run {run_id}: {exc}") from exc
+    finally:
+        conn.close()
+    (info,) = [r for r in list_runs(path, runs_table=runs_table, timeout=timeout) if r.run_id == run_id]
+    return info
