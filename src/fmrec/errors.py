@@ -78,6 +78,8 @@ class DownloadError(FmrecError):
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # np.int64(1) -> 1: show the value as the file has it
     text = repr(value)
     if len(text) > limit:
         text = text[: limit - 3] + "..."

@@ -57,6 +57,9 @@ def read_features(args: argparse.Namespace) -> tuple[Any, Any]:
     from fmrec.data.features import parse_roles, read_feature_table
 
     out = []
-    for path, roles in ((args.user_features, args.user_feature_roles), (args.item_features, args.item_feature_roles)):
-        out.append(None if not path else read_feature_table(path, id_col=args.feature_id_col, roles=parse_roles(roles)))
+    for side in ("user", "item"):
+        path, roles = getattr(args, f"{side}_features"), getattr(args, f"{side}_feature_roles")
+        if path:
+            roles = parse_roles(roles, option=f"--{side}-feature-roles")
+        out.append(None if not path else read_feature_table(path, id_col=args.feature_id_col, roles=roles))
     return out[0], out[1]

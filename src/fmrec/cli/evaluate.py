@@ -36,14 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     import numpy as np
 
     from fmrec.data import Interactions
+    from fmrec.errors import ConfigError
     from fmrec.model import load_model
     from fmrec.model.io import load_seen
     from fmrec.pipeline import evaluate_model
 
+    if args.json and Path(args.json).is_dir():  # checked first: never fail after printing the metrics
+        raise ConfigError(
+            f"--json {args.json} is a folder; name the metrics file (e.g. {Path(args.json) / 'metrics.json'})"
+        )
     model = load_model(args.model_dir)
     seen = load_seen(args.model_dir)
     test = read_data(args.test_file, args)
@@ -74,7 +80,17 @@ def run(args: argparse.Namespace) -> int:
                                  index=args.index, baseline=not args.no_baseline)
     for key, value in metrics.items():
         print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(metrics, fh, indent=2)
+    if args.json:  # temp file + rename: a failure never leaves a partial metrics file
+        import os
+        import tempfile
+
+        out = Path(args.json)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else ".")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(metrics, fh, indent=2)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return 0

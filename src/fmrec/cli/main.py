@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "fmrec.cli.train",
     "predict": "fmrec.cli.predict",
     "recommend": "fmrec.cli.recommend",
+    "export": "fmrec.cli.export",
     "evaluate": "fmrec.cli.evaluate",
     "run": "fmrec.cli.run",
     "runs": "fmrec.cli.runs",

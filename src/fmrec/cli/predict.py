@@ -32,15 +32,18 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from fmrec.errors import ConfigError
     from fmrec.model import load_model
 
+    out = Path(args.out)
+    if out.is_dir():  # checked first: os.replace would fail only after scoring, naming the temp file
+        raise ConfigError(f"--out {out} is a folder; name the predictions file (e.g. {out / 'predictions.csv'})")
     model = load_model(args.model_dir)
     data = read_data(args.input_file, args)
     user_tab, item_tab = read_features(args)
     scores = model.predict(data, user_features=user_tab, item_features=item_tab)
     frame = data.to_frame()[["user_id", "item_id"]]
     frame["score"] = scores
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)

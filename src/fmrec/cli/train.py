@@ -66,8 +66,16 @@ def run(args: argparse.Namespace) -> int:
 
     from fmrec.model import FactorizationMachine, save_model
 
+    # every input is read (and checked) before training, so a bad feature or names file
+    # fails in a second instead of after the epochs, and nothing is logged before the error
     train = read_data(args.train_file, args)
     valid = read_data(args.valid, args) if args.valid else None
+    user_tab, item_tab = read_features(args)
+    names = train.item_names
+    if args.item_names:
+        from fmrec.data.readers import read_item_names
+
+        names = read_item_names(args.item_names)
     model = FactorizationMachine(
         task=args.task, n_factors=args.factors, n_epochs=args.epochs, optimizer=args.optimizer,
         learning_rate=args.lr, learning_rate_bias=args.lr_bias, learning_rate_linear=args.lr_linear,
@@ -77,17 +85,12 @@ def run(args: argparse.Namespace) -> int:
         positive_threshold=args.positive_threshold, max_sampled=args.max_sampled,
         solver=args.solver, n_samples=args.n_samples, n_burn_in=args.burn_in,
     )
+    model._validate_params()  # bad options fail before anything is logged or trained
     log.info("training %s FM on %d rows (%d users, %d items) from %s",
              args.task, len(train), train.n_users, train.n_items, args.train_file)
     t0 = time.perf_counter()
-    user_tab, item_tab = read_features(args)
     model.fit(train, valid=valid, user_features=user_tab, item_features=item_tab)
     seconds = time.perf_counter() - t0
-    names = train.item_names
-    if args.item_names:
-        from fmrec.data.readers import read_item_names
-
-        names = read_item_names(args.item_names)
     save_model(model, args.out, seen=train.to_csr(binary=True), item_names=names,
                extra={"train_file": str(args.train_file), "train_seconds": seconds, "train_rows": len(train)})
     # the metrics of the epoch whose parameters were kept (the best one with --valid)

@@ -117,9 +117,13 @@ class FeatureTable:
         roles = dict(roles or {})
         for col in roles:
             if col not in feats.columns:
-                raise ConfigError(f"role given for unknown column {col!r}; columns are {list(map(str, feats.columns))}")
+                where = f"{source}: " if source else ""
+                raise ConfigError(
+                    f"{where}role given for unknown column {col!r}; columns are {list(map(str, feats.columns))}"
+                )
             if roles[col] not in ROLES:
-                raise ConfigError(f"unknown role {roles[col]!r} for column {col!r}; choose one of {ROLES}")
+                where = f"{source}: " if source else ""
+                raise ConfigError(f"{where}unknown role {roles[col]!r} for column {col!r}; choose one of {ROLES}")
         full = {str(c): roles.get(str(c)) or infer_role(feats[c], sep) for c in feats.columns}
         if all(r == "ignore" for r in full.values()):
             raise DataError("feature table has no usable feature columns (all ignored)", path=source)
@@ -393,11 +397,11 @@ def read_feature_table(
             raise DataError(f"cannot read Parquet ({type(exc).__name__}: {exc})".splitlines()[0], path=path) from None
         return FeatureTable.from_frame(df, id_col, roles, source=str(path), sep=multi_sep)
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError("not UTF-8 text", path=path, line=line, value=raw[exc.start:exc.start + 8]) from None
+    from fmrec.data.readers import _check_utf8
+
+    # the same one-line error as the interaction readers: line, byte, column and the line's text
+    _check_utf8(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw, path)
+    text = raw.decode("utf-8-sig")
     first = text.split("\n", 1)[0]
     if sep is None:
         sep = "\t" if "\t" in first else (";" if first.count(";") > first.count(",") else ",")
@@ -456,18 +460,21 @@ def _movielens_items(path: Path, roles: dict[str, str] | None) -> FeatureTable:
     return FeatureTable.from_frame(df, "item_id", base, source=str(path), sep="|", first_line=1)
 
 
-def parse_roles(text: str | None) -> dict[str, str]:
-    """``"age=bin,genres=multi"`` -> ``{"age": "bin", "genres": "multi"}`` (CLI helper)."""
+def parse_roles(text: str | None, option: str | None = None) -> dict[str, str]:
+    """``"age=bin,genres=multi"`` -> ``{"age": "bin", "genres": "multi"}`` (CLI helper).
+
+    ``option`` (e.g. ``"--user-feature-roles"``) prefixes error messages."""
     out: dict[str, str] = {}
     if not text:
         return out
+    where = f"{option}: " if option else ""
     for part in text.split(","):
         if not part.strip():
             continue
         if "=" not in part:
-            raise ConfigError(f"feature role {part!r} must look like column=role (roles: {', '.join(ROLES)})")
+            raise ConfigError(f"{where}feature role {part!r} must look like column=role (roles: {', '.join(ROLES)})")
         col, role = (p.strip() for p in part.split("=", 1))
         if role not in ROLES:
-            raise ConfigError(f"unknown role {role!r} for column {col!r}; choose one of {ROLES}")
+            raise ConfigError(f"{where}unknown role {role!r} for column {col!r}; choose one of {ROLES}")
         out[col] = role
     return out

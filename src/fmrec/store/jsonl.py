@@ -146,12 +146,17 @@ def read_jsonl(
     rows: list[list[Any]] = []
     scores: list[list[float]] = []
     try:
-        fh = open(p, encoding="utf-8")
+        fh = open(p, "rb")  # decoded line by line, so a bad byte is reported on its own line
     except OSError as exc:
         raise DataError(f"cannot read: {exc.strerror or exc}", path=p) from exc
     with fh:
         n_line = 0
-        for n_line, text in enumerate(fh, start=1):
+        for n_line, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                                path=p, line=n_line) from None
             if not text.strip():
                 continue
             try:
