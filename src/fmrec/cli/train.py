@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from fmrec.cli._common import add_data_options, add_feature_options, read_data, read_features
 
@@ -15,10 +16,22 @@ TRAIN_FILE is a MovieLens u.data-style file (tab separated, no header), a CSV/TS
 with a header (userId,movieId,rating,timestamp and user_id,item_id,rating are
 recognised; others via --user-col etc.), a Parquet file, or the word "builtin".
 Repeated (user, item) rows are an error naming the line unless --duplicates says
-first / last / mean.  --task binary labels rows rating >= --threshold as 1.
+first / last / mean (or keep: train on every row).  --task binary labels rows rating >= --threshold as 1.
 
 example: fmrec train ua.base --out model --task binary --threshold 4 --factors 64
+
+Larger than memory: --stream trains from a Parquet file (or a folder of Parquet
+files) without loading it (SGD solver, every task): a first pass builds the ID
+maps, a second the seen pattern (a repeated (user, item) pair is an error unless
+--duplicates keep), then each epoch streams --batch-rows rows at a time, the row
+groups in a seeded random order and each batch shuffled.  Streaming is never
+switched on by itself: it shuffles by batch, not globally, so it is asked for.
+
+example: fmrec train events.parquet --out model --stream --task ranking
 """
+
+#: Parquet inputs at least this large get a hint to use --stream (nothing else changes).
+STREAM_HINT_BYTES = 1 << 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,26 +69,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
     p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
+    g = p.add_argument_group("larger-than-memory training")
+    g.add_argument("--stream", action="store_true",
+                   help="train from a Parquet file or folder by streaming it (SGD solver; see above)")
+    g.add_argument("--batch-rows", type=int, default=1_000_000, metavar="N",
+                   help="--stream: rows per training batch (default 1,000,000)")
     add_data_options(p)
+    for action in p._actions:  # train also accepts "keep": every row is a training sample
+        if action.dest == "duplicates":
+            action.choices = ["error", "first", "last", "mean", "keep"]
+            action.help = ("repeated (user, item) rows: error (default) names the line; first/last keep one; "
+                           "mean averages; keep trains on every row (the only other choice with --stream)")
     add_feature_options(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
+def _model(args: argparse.Namespace) -> Any:
+    from fmrec.model import FactorizationMachine
 
-    from fmrec.model import FactorizationMachine, save_model
-
-    # every input is read (and checked) before training, so a bad feature or names file
-    # fails in a second instead of after the epochs, and nothing is logged before the error
-    train = read_data(args.train_file, args)
-    valid = read_data(args.valid, args) if args.valid else None
-    user_tab, item_tab = read_features(args)
-    names = train.item_names
-    if args.item_names:
-        from fmrec.data.readers import read_item_names
-
-        names = read_item_names(args.item_names)
     model = FactorizationMachine(
         task=args.task, n_factors=args.factors, n_epochs=args.epochs, optimizer=args.optimizer,
         learning_rate=args.lr, learning_rate_bias=args.lr_bias, learning_rate_linear=args.lr_linear,
@@ -86,6 +97,41 @@ def run(args: argparse.Namespace) -> int:
         solver=args.solver, n_samples=args.n_samples, n_burn_in=args.burn_in,
     )
     model._validate_params()  # bad options fail before anything is logged or trained
+    return model
+
+
+def _summary(model: Any, seconds: float, out: str) -> None:
+    # the metrics of the epoch whose parameters were kept (the best one with --valid)
+    hist = model.history_ or [{}]
+    best = next((h for h in hist if h.get("epoch") == model.best_epoch_), hist[-1])
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith("valid_") or k == "train_loss")
+    print(f"trained in {seconds:.1f}s ({len(model.history_)} epochs, best {model.best_epoch_}; {summary}); "
+          f"model saved to {out}")
+
+
+def _item_names(args: argparse.Namespace, names: Any) -> Any:
+    if args.item_names:
+        from fmrec.data.readers import read_item_names
+
+        return read_item_names(args.item_names)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from fmrec.model import save_model
+
+    if args.stream:
+        return run_stream(args)
+    # every input is read (and checked) before training, so a bad feature or names file
+    # fails in a second instead of after the epochs, and nothing is logged before the error
+    train = read_data(args.train_file, args)
+    valid = read_data(args.valid, args) if args.valid else None
+    user_tab, item_tab = read_features(args)
+    names = _item_names(args, train.item_names)
+    model = _model(args)
+    _hint_stream(args)
     log.info("training %s FM on %d rows (%d users, %d items) from %s",
              args.task, len(train), train.n_users, train.n_items, args.train_file)
     t0 = time.perf_counter()
@@ -93,10 +139,61 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     save_model(model, args.out, seen=train.to_csr(binary=True), item_names=names,
                extra={"train_file": str(args.train_file), "train_seconds": seconds, "train_rows": len(train)})
-    # the metrics of the epoch whose parameters were kept (the best one with --valid)
-    hist = model.history_ or [{}]
-    best = next((h for h in hist if h.get("epoch") == model.best_epoch_), hist[-1])
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith("valid_") or k == "train_loss")
-    print(f"trained in {seconds:.1f}s ({len(model.history_)} epochs, best {model.best_epoch_}; {summary}); "
-          f"model saved to {args.out}")
+    _summary(model, seconds, args.out)
+    return 0
+
+
+def _hint_stream(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    path = Path(args.train_file)
+    try:
+        big = path.suffix.lower() in (".parquet", ".pq") and path.stat().st_size >= STREAM_HINT_BYTES
+    except OSError:
+        return
+    if big:
+        log.info("%s is %.1f GiB: --stream trains without loading it into memory",
+                 path, path.stat().st_size / 2**30)
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """``--stream``: :meth:`FactorizationMachine.fit_parquet` on the Parquet input."""
+    import time
+    from pathlib import Path
+
+    from fmrec.errors import ConfigError
+    from fmrec.model import save_model
+    from fmrec.model.streaming import STREAM_DUPLICATES, ParquetSource
+
+    if args.train_file == "builtin":
+        raise ConfigError("--stream reads a Parquet file or folder, not the built-in data set")
+    if args.data_format not in ("auto", "parquet"):
+        raise ConfigError(f"--stream reads Parquet only, not --format {args.data_format}")
+    path = Path(args.train_file)
+    if args.data_format == "auto" and path.is_file() and path.suffix.lower() not in (".parquet", ".pq"):
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                raise ConfigError(f"{path}: --stream reads Parquet files only (*.parquet, *.pq, or a folder of them)")
+    if args.duplicates not in STREAM_DUPLICATES:
+        raise ConfigError(f"--duplicates {args.duplicates} is not supported with --stream "
+                          f"(choose {' or '.join(STREAM_DUPLICATES)})")
+    model = _model(args)
+    if model.solver != "sgd":
+        raise ConfigError("--stream supports --solver sgd only (ALS and MCMC need the data in memory)")
+    source = ParquetSource(path, user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col,
+                           timestamp_col=args.timestamp_col, batch_rows=args.batch_rows,
+                           duplicates=args.duplicates)
+    valid = read_data(args.valid, args) if args.valid else None
+    user_tab, item_tab = read_features(args)
+    names = _item_names(args, None)
+    log.info("training %s FM by streaming %d rows (%d files, %d row groups) from %s in batches of %d rows",
+             args.task, source.n_rows, len(source.files), len(source.blocks), args.train_file, source.batch_rows)
+    t0 = time.perf_counter()
+    model.fit(source, valid=valid, user_features=user_tab, item_features=item_tab)
+    seconds = time.perf_counter() - t0
+    info = model.stream_info_
+    save_model(model, args.out, seen=model.seen_, item_names=names,
+               extra={"train_file": str(args.train_file), "train_seconds": seconds, "train_rows": info["n_rows"],
+                      "streamed": True, "batch_rows": source.batch_rows, "duplicates": args.duplicates})
+    _summary(model, seconds, args.out)
     return 0

@@ -327,6 +327,11 @@ class FactorizationMachine:
         from fmrec._threads import resolve_threads, thread_limits
         from fmrec.model import _kernels as K
 
+        if getattr(X, "_fmrec_stream_source", False):  # a streaming.ParquetSource: see fit_parquet
+            if y is not None:
+                raise ConfigError("y cannot be given with a ParquetSource (targets come from its rating column)")
+            return self.fit_parquet(X, valid=valid, y_valid=y_valid, user_features=user_features,
+                                    item_features=item_features)
         self._validate_params()
         if self.task == "ranking":
             return self._fit_ranking(X, valid, user_features, item_features)
@@ -419,6 +424,54 @@ class FactorizationMachine:
             self.w0_, self.w_, self.V_ = float(w0[0]), w, V
             self.best_epoch_ = len(self.history_)
         return self
+
+    # ------------------------------------------------------ streaming fit
+    def fit_parquet(
+        self,
+        path: Any,
+        *,
+        user_col: str | None = None,
+        item_col: str | None = None,
+        rating_col: str | None = None,
+        timestamp_col: str | None = None,
+        batch_rows: int | None = None,
+        duplicates: str | None = None,
+        valid: Any = None,
+        y_valid: Any = None,
+        user_features: Any = None,
+        item_features: Any = None,
+    ) -> "FactorizationMachine":
+        """Fit on a Parquet file (or a folder of Parquet files) larger than memory.
+
+        SGD solver only (every task).  The file is streamed: a first pass builds the
+        ID maps and target statistics, a second the users x items seen pattern
+        (``seen_``, also the ranking positives), then every regression / binary epoch
+        streams ``batch_rows``-row batches (default 1,000,000) through the same
+        kernel as :meth:`fit`.  ``path`` may also be a
+        :class:`~fmrec.model.streaming.ParquetSource` (then the column options must be
+        left out).  ``duplicates``: ``"error"`` (default: a repeated (user, item) pair
+        names both rows) or ``"keep"`` (train on every row).  ``valid`` and the feature
+        tables are as for :meth:`fit` (in memory).
+        Shuffle, memory and equivalence with :meth:`fit`: :mod:`fmrec.model.streaming`.
+        Fitted attributes as :meth:`fit`, plus ``seen_`` and ``stream_info_``.
+        """
+        from fmrec.model.streaming import DEFAULT_BATCH_ROWS, ParquetSource, fit_stream
+
+        if getattr(path, "_fmrec_stream_source", False):
+            given = [n for n, v in (("user_col", user_col), ("item_col", item_col), ("rating_col", rating_col),
+                                    ("timestamp_col", timestamp_col), ("batch_rows", batch_rows),
+                                    ("duplicates", duplicates)) if v is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} cannot be given with a ParquetSource (set them on the source)")
+            source = path
+        else:
+            self._validate_params()  # bad parameters fail before the file is opened
+            source = ParquetSource(path, user_col=user_col, item_col=item_col, rating_col=rating_col,
+                                   timestamp_col=timestamp_col,
+                                   batch_rows=DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows,
+                                   duplicates="error" if duplicates is None else duplicates)
+        return fit_stream(self, source, valid=valid, y_valid=y_valid,
+                          user_features=user_features, item_features=item_features)
 
     def _fit_als(self, M: sp.csr_matrix, t: np.ndarray, Mv: Any, tv: Any,
                  rng: np.random.Generator) -> "FactorizationMachine":
