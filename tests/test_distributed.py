@@ -66,3 +66,14 @@ def test_failing_partition_publishes_nothing(model_dir, tmp_path, monkeypatch) -
     after = sqlite3.connect(db).execute("SELECT * FROM recommendations ORDER BY user_id, rank").fetchall()
     assert after == before
     assert not list(tmp_path.glob(".fmrec-dask-*"))
+
+
+def test_cli_engine_dask_matches_local(model_dir, tmp_path, capsys) -> None:
+    from fmrec.cli.main import main
+
+    path, _ = model_dir
+    assert main(["-q", "recommend", str(path), "--k", "10", "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["-q", "recommend", str(path), "--k", "10", "--out", str(tmp_path / "b.jsonl"),
+                 "--engine", "dask", "--workers", "2"]) == 0
+    assert "partitions on Dask" in capsys.readouterr().out
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()

@@ -63,6 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ann.add_argument("--save-index", metavar="DIR", default=None, help="save the built (tuned) faiss index here")
     ann.add_argument("--load-index", metavar="DIR", default=None,
                      help="use a faiss index saved by --save-index (same item vectors) instead of building one")
+    dist = p.add_argument_group("distributed scoring")
+    dist.add_argument("--engine", choices=["local", "dask"], default="local",
+                      help="local (this process, default) or dask: users partitioned over a Dask cluster, "
+                           "parts staged, one atomic publish")
+    dist.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                      help="existing Dask scheduler, e.g. tcp://host:8786 (default: start a local cluster)")
+    dist.add_argument("--workers", type=int, default=2, help="local cluster worker processes (default 2)")
+    dist.add_argument("--partitions", type=int, default=None, help="user partitions (default 4 per worker)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="scoring threads (default: all cores)")
     p.add_argument("--format", dest="out_format", choices=["fmrec", "sagemaker"], default="fmrec",
@@ -112,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if (args.model_dir is None) == (args.vectors is None):
         raise ConfigError("give either MODEL_DIR or --vectors FILE (one of them, not both)")
+    if args.engine == "dask":
+        return _run_dask(args)
     index = _index_from_args(args)
     log = logging.getLogger("fmrec.cli")
     t0 = time.perf_counter()
@@ -169,6 +179,34 @@ def run(args: argparse.Namespace) -> int:
     from fmrec.store import redact_target
 
     print(f"published top-{args.k} for {n_users} users to {redact_target(args.out)} in {seconds:.2f}s{cold}")
+    return 0
+
+
+def _run_dask(args: argparse.Namespace) -> int:
+    """``--engine dask``: :func:`fmrec.distributed.recommend_dask` with the same filters."""
+    from fmrec.errors import ConfigError
+
+    unsupported = [name for name, value in (
+        ("--vectors", args.vectors), ("--users", args.users), ("--exclude", args.exclude),
+        ("--exclude-items", args.exclude_items), ("--user-features", getattr(args, "user_features", None)),
+        ("--item-features", getattr(args, "item_features", None)), ("--save-index", args.save_index),
+        ("--load-index", args.load_index), ("--target-recall", args.target_recall)) if value]
+    if unsupported:
+        raise ConfigError(f"--engine dask does not support {', '.join(unsupported)} yet")
+    if args.index not in ("exact", "flat"):
+        raise ConfigError("--engine dask supports --index exact or flat")
+    from fmrec.distributed import recommend_dask
+    from fmrec.store import redact_target
+
+    opts = {"format": args.out_format} if args.out_format != "fmrec" else {}
+    summary = recommend_dask(
+        args.model_dir, args.k, args.out, scheduler=args.scheduler, n_workers=args.workers,
+        n_partitions=args.partitions, run_id=args.run_id, sink_options=opts,
+        exclude_seen=not args.include_seen, include_untrained_items=args.include_untrained_items,
+        index=args.index, batch_size=args.batch_size,
+    )
+    print(f"published top-{args.k} for {summary['users']} users to {redact_target(args.out)} in "
+          f"{summary['total_seconds']:.2f}s ({summary['partitions']} partitions on Dask)")
     return 0
 
 
