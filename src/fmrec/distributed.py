@@ -122,8 +122,9 @@ def recommend_dask(
         base = Path(str(target)).parent if "://" not in str(target) else Path(tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=".fmrec-dask-", dir=base))
-    else:
+    else:  # a run-scoped folder inside the given one, so concurrent runs never share parts
         stage.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".fmrec-dask-", dir=stage))
     t0 = time.perf_counter()
     cluster = None
     try:

@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="existing Dask scheduler, e.g. tcp://host:8786 (default: start a local cluster)")
     dist.add_argument("--workers", type=int, default=2, help="local cluster worker processes (default 2)")
     dist.add_argument("--partitions", type=int, default=None, help="user partitions (default 4 per worker)")
+    dist.add_argument("--staging-dir", metavar="DIR", default=None,
+                      help="where partitions write their parts (shared storage for a remote cluster; "
+                           "default: next to a file target, else the temp folder)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="scoring threads (default: all cores)")
     p.add_argument("--format", dest="out_format", choices=["fmrec", "sagemaker"], default="fmrec",
@@ -201,7 +204,7 @@ def _run_dask(args: argparse.Namespace) -> int:
     opts = {"format": args.out_format} if args.out_format != "fmrec" else {}
     summary = recommend_dask(
         args.model_dir, args.k, args.out, scheduler=args.scheduler, n_workers=args.workers,
-        n_partitions=args.partitions, run_id=args.run_id, sink_options=opts,
+        n_partitions=args.partitions, run_id=args.run_id, sink_options=opts, staging_dir=args.staging_dir,
         exclude_seen=not args.include_seen, include_untrained_items=args.include_untrained_items,
         index=args.index, batch_size=args.batch_size,
     )
