@@ -11,11 +11,7 @@ that ``recommend`` can exclude seen items without the training file.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,18 +19,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from fmrec._artifacts import sha256_file, staged_folder
 from fmrec.errors import ArtifactError
+
+__all__ = ["save_model", "load_model", "load_seen", "load_item_names", "sha256_file"]
 
 FORMAT = "fmrec-model"
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,9 +57,7 @@ def save_model(
 
     model._check_fitted()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staged_folder(target) as tmp:
         arrays: dict[str, np.ndarray] = {
             "w0": np.array([model.w0_], dtype=np.float64),
             "w": np.asarray(model.w_, dtype=np.float32),
@@ -112,16 +101,6 @@ def save_model(
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
