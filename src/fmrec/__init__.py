@@ -23,6 +23,10 @@ _LAZY = {
     "recommend_all": "fmrec.recommend",
     "TopK": "fmrec.topk",
     "open_sink": "fmrec.store",
+    "VectorSet": "fmrec.vectors",
+    "load_vectors": "fmrec.vectors",
+    "save_vectors": "fmrec.vectors",
+    "recommend_dask": "fmrec.distributed",
 }
 
 __all__ = ["__version__", *_LAZY]

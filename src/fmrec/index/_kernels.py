@@ -196,10 +196,7 @@ MAX_POSITION = 0xFFFFFFFE  # positions must fit the key's low half
 def _key(bits, pos):
     """Order-preserving uint64 key of (float32 bits, catalogue position)."""
     u = np.uint64(bits)
-    if (u >> _B31) & _ONE:
-        m = u ^ _LOW
-    else:
-        m = u | _SIGN
+    m = u ^ (_SIGN | ((u >> _B31) * _ABS))  # negative: flip all 32 bits; positive: set the sign bit
     return (m << _SHIFT) | (_LOW - np.uint64(pos))
 
 
@@ -317,27 +314,13 @@ def _fast_start(S, Sbits, r, n_cols, col_offset, perm, h, k, sample, cand):
     T0 = sample[rank]
     if not T0 > NEG_INF:
         return 0
-    cap = cand.shape[0]
+    cap = cand.shape[0] - 1  # one spare slot: the compaction below always writes
     n = 0
-    n_full = n_cols - n_cols % CHUNK
-    for c0 in range(0, n_full + CHUNK, CHUNK):
-        if c0 < n_full:
-            hits = np.int32(0)
-            for c in range(CHUNK):
-                hits += np.int32(S[r, c0 + c] >= T0)
-            if hits == 0:
-                continue
-            if n + hits > cap:
-                return 0
-            c1 = c0 + CHUNK
-        else:
-            c1 = n_cols
-        for c in range(c0, c1):
-            if S[r, c] >= T0:
-                if n == cap:
-                    return 0
-                cand[n] = _key(Sbits[r, c], perm[col_offset + c])
-                n += 1
+    for c in range(n_cols):  # branch-free compaction: ~1 in 6 passes, unpredictably
+        cand[n] = _key(Sbits[r, c], perm[col_offset + c])
+        n += np.int64(S[r, c] >= T0)
+        if n == cap:
+            return 0
     if n < k:
         return 0
     if n > k:
@@ -350,35 +333,53 @@ def _fast_start(S, Sbits, r, n_cols, col_offset, perm, h, k, sample, cand):
 
 
 @njit(cache=True, nogil=True)
-def topk_block(S, Sbits, n_rows, n_cols, col_offset, perm, inv, row_offset, excl_indptr, excl_indices, keys, fill,
-               sample, cand):
+def remap_exclusions(indptr, indices, inv, start, stop, out_ptr, out_pos):
+    """Exclusions of users ``start..stop-1`` as *visiting-order* positions (``inv`` of the
+    catalogue positions), sorted per row: ``out_ptr`` (rows + 1), ``out_pos`` (their count)."""
+    base = indptr[start]
+    out_ptr[0] = 0
+    for r in range(stop - start):
+        a = indptr[start + r]
+        b = indptr[start + r + 1]
+        out_ptr[r + 1] = b - base
+        o = a - base
+        for p in range(a, b):
+            out_pos[o + p - a] = inv[indices[p]]
+        out_pos[o:o + b - a].sort()
+
+
+@njit(cache=True, nogil=True)
+def topk_block(S, Sbits, n_rows, n_cols, col_offset, perm, ex_ptr, ex_pos, ex_cur, keys, fill, sample, cand):
     """Merge ``S[:n_rows, :n_cols]`` into the rows' running top-k (``keys``, ``fill``).
 
     ``S`` is the worker's C-contiguous float32 scratch, ``Sbits`` the same
     memory viewed as uint32.  Column ``c`` is catalogue item
-    ``perm[col_offset + c]``; ``inv`` is the inverse permutation.  Row ``r`` is
-    user ``row_offset + r``, whose excluded catalogue positions are
-    ``excl_indices[excl_indptr[u]:excl_indptr[u + 1]]`` (any order): set to -inf
-    inside the block, and -inf never passes a threshold.  ``keys`` (rows, k)
+    ``perm[col_offset + c]``.  Row ``r``'s excluded items are
+    ``ex_pos[ex_ptr[r]:ex_ptr[r + 1]]`` in visiting order, sorted
+    (:func:`remap_exclusions`); ``ex_cur[r]`` walks them block by block (start:
+    ``ex_ptr[r]``; blocks come in increasing ``col_offset``).  They are set to
+    -inf inside the block, and -inf never passes a threshold.  ``keys`` (rows, k)
     and ``fill`` (rows,) hold each row's heap and how many entries it has
     (start: ``fill = 0``).  A row's first block goes through :func:`_fast_start`
     when it is at least 4k wide (``sample``: n_cols // 4 + 1 floats, ``cand``:
-    4k keys of scratch).  2-D indexing and ranges starting at 0 on purpose:
+    4k + 1 keys of scratch).  2-D indexing and ranges starting at 0 on purpose:
     a 1-D row view or a possibly negative index makes numba emit gathers
     instead of vector loads.
     """
     k = keys.shape[1]
-    has_excl = excl_indptr.shape[0] > 0
+    has_excl = ex_ptr.shape[0] > 0
     n_full = n_cols - n_cols % CHUNK
+    end_col = col_offset + n_cols
     tmp = np.empty(1, dtype=np.uint32)
     tmp_f = tmp.view(np.float32)
     for r in range(n_rows):
         if has_excl:
-            g = row_offset + r
-            for p in range(excl_indptr[g], excl_indptr[g + 1]):
-                q = inv[excl_indices[p]] - col_offset
-                if q >= 0 and q < n_cols:
-                    S[r, q] = NEG_INF
+            p = ex_cur[r]
+            b = ex_ptr[r + 1]
+            while p < b and ex_pos[p] < end_col:
+                S[r, ex_pos[p] - col_offset] = NEG_INF
+                p += 1
+            ex_cur[r] = p
         h = keys[r]
         nf = fill[r]
         if nf == 0 and n_cols >= 4 * k:

@@ -58,6 +58,35 @@ def default_blocks(n_items: int, k: int, budget_bytes: int) -> tuple[int, int]:
     return bu, bi
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+_LOCAL = threading.local()
+
+
+def _pool(n_threads: int) -> ThreadPoolExecutor:
+    """A process-wide worker pool per size, reused across searches: a worker thread keeps its
+    scratch buffers and OpenBLAS its per-thread packing memory (measured on 2 cores: ten
+    10k-user searches took 2.6 s with fresh threads each time, 2.1 s as one 100k search)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(n_threads)
+        if pool is None:
+            pool = _POOLS[n_threads] = ThreadPoolExecutor(max_workers=n_threads,
+                                                          thread_name_prefix="fmrec-exact")
+        return pool
+
+
+def _scratch(bu: int, cols: int, k: int) -> tuple[np.ndarray, ...]:
+    """This thread's scratch (scores, their bits, heaps, fill, sample, candidates), reused when it fits."""
+    key = (bu, cols, k)
+    st = getattr(_LOCAL, "state", None)
+    if st is None or st[0] != key:
+        S = np.empty((bu, cols), dtype=np.float32)
+        st = _LOCAL.state = (key, S, S.view(np.uint32), np.empty((bu, k), dtype=np.uint64),
+                             np.empty(bu, dtype=np.int64), np.empty(cols // 4 + 1, dtype=np.float32),
+                             np.empty(4 * k + 1, dtype=np.uint64))
+    return st[1:]
+
+
 class ExactIndex:
     """Exact maximum-inner-product top-k over item vectors.
 
@@ -180,26 +209,28 @@ class ExactIndex:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         n_items = self.n_items
         items, perm, inv = self._order(U)
-        items_t = [items[j0:min(n_items, j0 + bi)].T for j0 in range(0, n_items, bi)]
+        # each item block transposed into its own C-contiguous (dims x block) array: OpenBLAS packs
+        # it 7-10% faster than a transposed view (measured, 65 dims, 256 x 1024 blocks)
+        items_t = [np.ascontiguousarray(items[j0:min(n_items, j0 + bi)].T) for j0 in range(0, n_items, bi)]
         n_threads = max(1, min(resolve_threads(self.n_threads), -(-n_users // bu) if n_users else 1))
-        local = threading.local()
         scratch_cols = max(1, min(bi, n_items))
 
         def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
-            st = getattr(local, "state", None)
-            if st is None:  # per thread, once per search: scratch block, its bits view, heaps
-                S = np.empty((bu, scratch_cols), dtype=np.float32)
-                st = local.state = (S, S.view(np.uint32), np.empty((bu, k), dtype=np.uint64),
-                                    np.empty(bu, dtype=np.int64), np.empty(scratch_cols // 4 + 1, dtype=np.float32),
-                                    np.empty(4 * k, dtype=np.uint64))
-            S, Sbits, keys, fill, sample, cand = st
+            S, Sbits, keys, fill, sample, cand = _scratch(bu, scratch_cols, k)
             rows = e - s
             fill[:rows] = 0
+            if indptr.size:  # this block's exclusions in visiting order, sorted per user
+                ex_ptr = np.empty(rows + 1, dtype=np.int64)
+                ex_pos = np.empty(int(indptr[e] - indptr[s]), dtype=np.int64)
+                K.remap_exclusions(indptr, indices, inv, s, e, ex_ptr, ex_pos)
+                ex_cur = ex_ptr[:-1].copy()
+            else:
+                ex_ptr = ex_pos = ex_cur = _EMPTY_PTR
             Ub = U[s:e]
             for t, j0 in enumerate(range(0, n_items, bi)):
                 cols = items_t[t].shape[1]
                 np.matmul(Ub, items_t[t], out=S[:rows, :cols])
-                K.topk_block(S, Sbits, rows, cols, j0, perm, inv, s, indptr, indices, keys, fill, sample, cand)
+                K.topk_block(S, Sbits, rows, cols, j0, perm, ex_ptr, ex_pos, ex_cur, keys, fill, sample, cand)
             K.finish_rows(keys, fill, rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
 
         def launch(b0: int, pool: ThreadPoolExecutor | None) -> tuple[int, np.ndarray, np.ndarray, list[Future[Any]]]:
@@ -224,17 +255,23 @@ class ExactIndex:
                     start, ids, scores, _ = launch(b0, None)
                     yield start, ids, scores
                 return
-            with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="fmrec-exact") as pool:
-                pending = launch(starts[0], pool)
-                try:
-                    for nxt in starts[1:] + [None]:
-                        following = launch(nxt, pool) if nxt is not None else None
-                        start, ids, scores, futures = pending
-                        for f in futures:
-                            f.result()
-                        yield start, ids, scores
-                        pending = following  # type: ignore[assignment]
-                finally:
-                    if pending is not None:
-                        for f in pending[3]:
-                            f.cancel()
+            pool = _pool(n_threads)
+            pending = launch(starts[0], pool)
+            try:
+                for nxt in starts[1:] + [None]:
+                    following = launch(nxt, pool) if nxt is not None else None
+                    start, ids, scores, futures = pending
+                    for f in futures:
+                        f.result()
+                    yield start, ids, scores
+                    pending = following  # type: ignore[assignment]
+            finally:
+                if pending is not None:  # abandoned early: drop queued work, wait for running tasks
+                    for f in pending[3]:
+                        f.cancel()
+                    for f in pending[3]:
+                        if not f.cancelled():
+                            try:
+                                f.result()
+                            except Exception:  # noqa: BLE001 - the caller is already leaving
+                                pass
