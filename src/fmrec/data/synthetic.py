@@ -80,7 +80,8 @@ def _titles(rng: np.random.Generator, n: int) -> list[str]:
         elif form == 4:
             base = f"{noun} and {noun2}"
         else:
-            base = f"A {adj} {noun} in {_PLACES[int(rng.integers(0, len(_PLACES)))]}"
+            article = "An" if adj[0] in "AEIOU" else "A"
+            base = f"{article} {adj} {noun} in {_PLACES[int(rng.integers(0, len(_PLACES)))]}"
         base = base[0].upper() + base[1:]
         title = f"{base} ({years[k % years.size]})"
         k += 1
