@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from fmrec.errors import ConfigError, FmrecError
+from fmrec.errors import ConfigError
 
 log = logging.getLogger("fmrec.pipeline")
 

@@ -250,8 +250,6 @@ def _as_table(t: Any) -> Any:
 
 def _prepare_vectors(vs: Any, users: Any, seen: Any, exclude_seen: bool, exclude_items: Any,
                      exclude_per_user: Any, include_untrained_items: bool) -> tuple[Any, ...]:
-    from fmrec.data import IdMap
-
     where = vs.source or "vectors"
     user_map, item_map = IdMap(vs.user_ids), IdMap(vs.item_ids)
     if seen is None:

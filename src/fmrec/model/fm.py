@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from fmrec.data import Interactions
 from fmrec.data.encode import Encoder
 from fmrec.errors import ConfigError, DataError, DivergenceError, NotFittedError
+from fmrec.model._tracking import EpochTracker
 
 log = logging.getLogger("fmrec.model")
 
@@ -373,9 +374,7 @@ class FactorizationMachine:
         task = K.TASK_REGRESSION if self.task == "regression" else K.TASK_BINARY
         opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
         n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
-        self.history_: list[dict[str, float]] = []
-        best = (math.inf, -1, None)
-        bad_epochs = 0
+        tracker = EpochTracker(self, self._n_epochs(), minimize=True)
         y64 = np.ascontiguousarray(t, dtype=np.float64)
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
@@ -398,31 +397,14 @@ class FactorizationMachine:
                     "train_loss": (math.sqrt(2 * loss) if task == K.TASK_REGRESSION else loss),
                     "seconds": time.perf_counter() - start,
                 }
+                metric = None
                 if Mv is not None:
                     self.w0_, self.w_, self.V_ = float(w0[0]), w, V
                     entry.update(self._valid_metrics(Mv, tv))
                     metric = entry["valid_rmse"] if task == K.TASK_REGRESSION else entry["valid_log_loss"]
-                    if metric < best[0] - 1e-6:
-                        best = (metric, epoch, (float(w0[0]), w.copy(), V.copy()))
-                        bad_epochs = 0
-                    else:
-                        bad_epochs += 1
-                self.history_.append(entry)
-                if self.verbose:
-                    log.info(
-                        "epoch %d/%d  %s", epoch, self._n_epochs(),
-                        "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ not in ("epoch",)),
-                    )
-                if Mv is not None and self.early_stopping and bad_epochs >= self.patience:
-                    if self.verbose:
-                        log.info("early stopping: no improvement for %d epochs", self.patience)
+                if tracker.record(entry, metric, lambda: (float(w0[0]), w.copy(), V.copy())):
                     break
-        if Mv is not None and self.early_stopping and best[2] is not None:
-            self.w0_, self.w_, self.V_ = best[2][0], best[2][1], best[2][2]
-            self.best_epoch_ = best[1]
-        else:
-            self.w0_, self.w_, self.V_ = float(w0[0]), w, V
-            self.best_epoch_ = len(self.history_)
+        tracker.finish(self._set_params, (float(w0[0]), w, V))
         return self
 
     # ------------------------------------------------------ streaming fit
@@ -478,41 +460,24 @@ class FactorizationMachine:
         """Coordinate descent (:mod:`fmrec.model._als`); validation picks the best epoch."""
         from fmrec.model._als import fit_als
 
-        self.history_ = []
-        best: list[Any] = [math.inf, 0, None]
-        bad = [0]
+        tracker = EpochTracker(self, self._n_epochs(), minimize=True)
         start = [time.perf_counter()]
 
         def callback(epoch: int, w0: float, w: np.ndarray, V: np.ndarray, loss: float) -> bool:
             entry: dict[str, float] = {"epoch": epoch, "train_loss": float(loss),
                                        "seconds": time.perf_counter() - start[0]}
             start[0] = time.perf_counter()
-            stop = False
+            metric = None
             if Mv is not None:
                 self.w0_, self.w_, self.V_ = float(w0), w, V
                 entry.update(self._valid_metrics(Mv, tv))
                 metric = entry["valid_rmse"] if self.task == "regression" else entry["valid_log_loss"]
-                if metric < best[0] - 1e-6:
-                    best[:] = [metric, epoch, (float(w0), w, V)]
-                    bad[0] = 0
-                else:
-                    bad[0] += 1
-                stop = self.early_stopping and bad[0] >= self.patience
-            self.history_.append(entry)
-            if self.verbose:
-                log.info("epoch %d/%d  %s", epoch, self._n_epochs(),
-                         "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ != "epoch"))
-            return stop
+            return tracker.record(entry, metric, lambda: (float(w0), w, V))  # fit_als hands over copies
 
         w0, w, V = fit_als(M, t, task=self.task, n_factors=int(self.n_factors), n_epochs=self._n_epochs(),
                            l2_bias=float(self.l2_bias), l2_linear=self._l2_linear(), l2_factors=self._l2_factors(),
                            init_std=self._init_std(), rng=rng, callback=callback)
-        if Mv is not None and self.early_stopping and best[2] is not None:
-            self.w0_, self.w_, self.V_ = best[2]
-            self.best_epoch_ = best[1]
-        else:
-            self.w0_, self.w_, self.V_ = float(w0), w, V
-            self.best_epoch_ = len(self.history_)
+        tracker.finish(self._set_params, (float(w0), w, V))
         return self
 
     def _fit_mcmc(self, M: sp.csr_matrix, t: np.ndarray, rng: np.random.Generator) -> "FactorizationMachine":
@@ -595,10 +560,8 @@ class FactorizationMachine:
         self.w0_ = 0.0
         self.y_range_ = (0.0, 1.0)
         self.n_features_in_ = n_features
-        self.history_ = []
         self.train_pattern_ = pos
-        best = (-math.inf, -1, None)
-        bad_epochs = 0
+        tracker = EpochTracker(self, self._n_epochs(), minimize=False)
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()
@@ -617,29 +580,14 @@ class FactorizationMachine:
                     )
                 entry: dict[str, float] = {"epoch": epoch, "train_loss": loss,
                                            "seconds": time.perf_counter() - start}
+                metric = None
                 if valid is not None:
                     self.w_, self.V_ = w, V
                     entry.update(self._ranking_valid(valid, pos))
                     metric = entry["valid_ndcg@10"]
-                    if metric > best[0] + 1e-6:
-                        best = (metric, epoch, (w.copy(), V.copy()))
-                        bad_epochs = 0
-                    else:
-                        bad_epochs += 1
-                self.history_.append(entry)
-                if self.verbose:
-                    log.info("epoch %d/%d  %s", epoch, self._n_epochs(),
-                             "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ != "epoch"))
-                if valid is not None and self.early_stopping and bad_epochs >= self.patience:
-                    if self.verbose:
-                        log.info("early stopping: no improvement for %d epochs", self.patience)
+                if tracker.record(entry, metric, lambda: (0.0, w.copy(), V.copy())):
                     break
-        if valid is not None and self.early_stopping and best[2] is not None:
-            self.w_, self.V_ = best[2]
-            self.best_epoch_ = best[1]
-        else:
-            self.w_, self.V_ = w, V
-            self.best_epoch_ = len(self.history_)
+        tracker.finish(self._set_params, (0.0, w, V))
         return self
 
     def _ranking_valid(self, valid: Any, train_pattern: sp.csr_matrix) -> dict[str, float]:
@@ -656,6 +604,9 @@ class FactorizationMachine:
         mr = self.positive_threshold if (self.positive_threshold is not None and valid.rating is not None) else None
         m = ranking_metrics(batches, rel, 10, ("precision", "ndcg"), min_rating=mr)
         return {"valid_precision@10": m["precision@10"], "valid_ndcg@10": m["ndcg@10"]}
+
+    def _set_params(self, params: tuple[float, np.ndarray, np.ndarray]) -> None:
+        self.w0_, self.w_, self.V_ = float(params[0]), params[1], params[2]
 
     def _valid_metrics(self, Mv: sp.csr_matrix, tv: np.ndarray) -> dict[str, float]:
         raw = self._raw(Mv)

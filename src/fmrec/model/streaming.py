@@ -77,6 +77,7 @@ from numba import njit
 
 from fmrec.data._ids import IdMap
 from fmrec.errors import ConfigError, DataError, DivergenceError
+from fmrec.model._tracking import EpochTracker
 
 log = logging.getLogger("fmrec.model")
 
@@ -719,12 +720,6 @@ def fit_stream(model: Any, source: ParquetSource, *, valid: Any = None, y_valid:
     return model
 
 
-def _log_epoch(model: Any, epoch: int, entry: dict[str, float]) -> None:
-    if model.verbose:
-        log.info("epoch %d/%d  %s", epoch, model._n_epochs(),
-                 "  ".join(f"{k_}={v:.4f}" for k_, v in entry.items() if k_ != "epoch"))
-
-
 def _progress(model: Any, epoch: int, b: int, n_batches: int, rows: int, n_rows: int, start: float) -> None:
     # a line each time another tenth of the epoch's batches is done (at most 9, none for short epochs)
     if model.verbose and n_batches >= 10 and (10 * (b + 1)) // n_batches > (10 * b) // n_batches \
@@ -801,9 +796,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
                                                  validated=True)
             yield (*model._csr_arrays(M), np.ascontiguousarray(_targets(model, rt, all01, len(ui))))
 
-    model.history_ = []
-    best: tuple[float, int, Any] = (math.inf, -1, None)
-    bad_epochs = 0
+    tracker = EpochTracker(model, model._n_epochs(), minimize=True)
     n_batches = source.n_batches
     epoch_seconds: list[float] = []
     with thread_limits(n_threads, blas_threads=1):
@@ -831,28 +824,15 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
                 "seconds": time.perf_counter() - start,
             }
             epoch_seconds.append(entry["seconds"])
+            metric = None
             if Mv is not None:
                 model.w0_, model.w_, model.V_ = float(w0[0]), w, V
                 entry.update(model._valid_metrics(Mv, tv))
                 metric = entry["valid_rmse"] if task == K.TASK_REGRESSION else entry["valid_log_loss"]
-                if metric < best[0] - 1e-6:
-                    best = (metric, epoch, (float(w0[0]), w.copy(), V.copy()))
-                    bad_epochs = 0
-                else:
-                    bad_epochs += 1
-            model.history_.append(entry)
-            _log_epoch(model, epoch, entry)
-            if Mv is not None and model.early_stopping and bad_epochs >= model.patience:
-                if model.verbose:
-                    log.info("early stopping: no improvement for %d epochs", model.patience)
+            if tracker.record(entry, metric, lambda: (float(w0[0]), w.copy(), V.copy())):
                 break
     info["epoch_seconds"] = epoch_seconds
-    if Mv is not None and model.early_stopping and best[2] is not None:
-        model.w0_, model.w_, model.V_ = best[2][0], best[2][1], best[2][2]
-        model.best_epoch_ = best[1]
-    else:
-        model.w0_, model.w_, model.V_ = float(w0[0]), w, V
-        model.best_epoch_ = len(model.history_)
+    tracker.finish(model._set_params, (float(w0[0]), w, V))
 
 
 def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_matrix, valid: Any,
@@ -887,12 +867,10 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
     model.w0_ = 0.0
     model.y_range_ = (0.0, 1.0)
     model.n_features_in_ = n_features
-    model.history_ = []
     nnz = int(pos.nnz)
     chunk = source.batch_rows
     n_chunks = -(-nnz // chunk)
-    best: tuple[float, int, Any] = (-math.inf, -1, None)
-    bad_epochs = 0
+    tracker = EpochTracker(model, model._n_epochs(), minimize=False)
     epoch_seconds: list[float] = []
     with thread_limits(n_threads, blas_threads=1):
         for epoch in range(1, model._n_epochs() + 1):
@@ -920,25 +898,12 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
                 raise _diverged(model, epoch, loss, lr_v)
             entry: dict[str, float] = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - start}
             epoch_seconds.append(entry["seconds"])
+            metric = None
             if valid is not None:
                 model.w_, model.V_ = w, V
                 entry.update(model._ranking_valid(valid, pos))
                 metric = entry["valid_ndcg@10"]
-                if metric > best[0] + 1e-6:
-                    best = (metric, epoch, (w.copy(), V.copy()))
-                    bad_epochs = 0
-                else:
-                    bad_epochs += 1
-            model.history_.append(entry)
-            _log_epoch(model, epoch, entry)
-            if valid is not None and model.early_stopping and bad_epochs >= model.patience:
-                if model.verbose:
-                    log.info("early stopping: no improvement for %d epochs", model.patience)
+            if tracker.record(entry, metric, lambda: (0.0, w.copy(), V.copy())):
                 break
     info["epoch_seconds"] = epoch_seconds
-    if valid is not None and model.early_stopping and best[2] is not None:
-        model.w_, model.V_ = best[2]
-        model.best_epoch_ = best[1]
-    else:
-        model.w_, model.V_ = w, V
-        model.best_epoch_ = len(model.history_)
+    tracker.finish(model._set_params, (0.0, w, V))
