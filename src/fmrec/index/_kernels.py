@@ -14,6 +14,25 @@ NEG_INF = np.float32(-np.inf)
 
 
 @njit(cache=True, inline="always")
+def _lower_bound(indices, lo, hi, j):
+    """First position in the sorted slice ``indices[lo:hi]`` whose value is >= j."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if indices[mid] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, inline="always")
+def _in_sorted(indices, lo, hi, j):
+    """True when j occurs in the sorted slice ``indices[lo:hi]``."""
+    p = _lower_bound(indices, lo, hi, j)
+    return p < hi and indices[p] == j
+
+
+@njit(cache=True, inline="always")
 def _worse(s_a, i_a, s_b, i_b):
     """True when (s_a, i_a) ranks below (s_b, i_b)."""
     return s_a < s_b or (s_a == s_b and i_a > i_b)
@@ -73,16 +92,7 @@ def topk_update(S, item_offset, row_offset, excl_indptr, excl_indices, heap_s, h
             g = row_offset + r
             a = excl_indptr[g]
             b = excl_indptr[g + 1]
-            # first excluded index >= item_offset (binary search)
-            lo = a
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if excl_indices[mid] < item_offset:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            p = lo
+            p = _lower_bound(excl_indices, a, b, item_offset)  # first excluded index in the block
             while p < b and excl_indices[p] < hi_item:
                 row[excl_indices[p] - item_offset] = NEG_INF
                 p += 1
@@ -143,16 +153,7 @@ def filter_candidates(ids, scores, excl_indptr, excl_indices, row_offset, k, out
             j = ids[r, t]
             if j < 0:
                 continue
-            # binary search j among the row's excluded indices
-            lo = a
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if excl_indices[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < b and excl_indices[lo] == j:
+            if _in_sorted(excl_indices, a, b, j):
                 continue
             out_i[r, c] = j
             out_s[r, c] = scores[r, t]
@@ -473,15 +474,7 @@ def rerank_candidates(Q, items, cand, excl_indptr, excl_indices, row_offset, k, 
             j = cand[r, t]
             if j < 0:
                 continue
-            lo = a
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if excl_indices[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < b and excl_indices[lo] == j:
+            if _in_sorted(excl_indices, a, b, j):
                 continue
             s = _dot32(Q, r, items, j, d)
             if not _worse(hs[0], hid[0], s, j):

@@ -343,13 +343,7 @@ class FactorizationMachine:
             raise DataError("no training rows")
         indptr, indices, data = self._csr_arrays(M)
         n_features = M.shape[1]
-        Mv = tv = None
-        if valid is not None:
-            Mv, tv = self._as_matrix(valid, y_valid, fitting=False)
-            if tv is None:
-                raise DataError("validation data needs targets")
-            if Mv.shape[1] != n_features:
-                raise DataError(f"validation matrix has {Mv.shape[1]} columns, training has {n_features}")
+        Mv, tv = self._validation_matrix(valid, y_valid, n_features)
         rng = np.random.default_rng(self.random_state)
         self.y_range_ = (float(t.min()), float(t.max()))
         self.n_features_in_ = n_features
@@ -604,6 +598,17 @@ class FactorizationMachine:
         mr = self.positive_threshold if (self.positive_threshold is not None and valid.rating is not None) else None
         m = ranking_metrics(batches, rel, 10, ("precision", "ndcg"), min_rating=mr)
         return {"valid_precision@10": m["precision@10"], "valid_ndcg@10": m["ndcg@10"]}
+
+    def _validation_matrix(self, valid: Any, y_valid: Any, n_features: int) -> tuple[Any, Any]:
+        """(design matrix, targets) of a validation set, or (None, None) without one."""
+        if valid is None:
+            return None, None
+        Mv, tv = self._as_matrix(valid, y_valid, fitting=False)
+        if tv is None:
+            raise DataError("validation data needs targets")
+        if Mv.shape[1] != n_features:
+            raise DataError(f"validation matrix has {Mv.shape[1]} columns, training has {n_features}")
+        return Mv, tv
 
     def _set_params(self, params: tuple[float, np.ndarray, np.ndarray]) -> None:
         self.w0_, self.w_, self.V_ = float(params[0]), params[1], params[2]

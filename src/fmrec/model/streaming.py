@@ -743,13 +743,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
 
     enc = model.encoder_
     n_features = enc.n_features
-    Mv = tv = None
-    if valid is not None:
-        Mv, tv = model._as_matrix(valid, y_valid, fitting=False)
-        if tv is None:
-            raise DataError("validation data needs targets")
-        if Mv.shape[1] != n_features:
-            raise DataError(f"validation matrix has {Mv.shape[1]} columns, training has {n_features}")
+    Mv, tv = model._validation_matrix(valid, y_valid, n_features)
     rng = np.random.default_rng(model.random_state)
     n = scan.n_rows
     if model.task == "binary":

@@ -313,6 +313,16 @@ _OPEN, _PUBLISHED, _ABORTED = "open", "published", "aborted"
 _S = TypeVar("_S", bound="Sink")
 
 
+
+def check_id_kinds(run_id: str, batch: "Batch", kinds: tuple[str, str]) -> None:
+    """A run's table fixes its ID types at the first batch; refuse a batch of the other type."""
+    for what, kind, expected in (("user IDs", batch.user_kind, kinds[0]), ("item IDs", batch.item_kind, kinds[1])):
+        if kind is not None and kind != expected:
+            raise StoreError(
+                f"{what} changed type within run {run_id}: the table holds "
+                f"{'integers' if expected == 'int' else 'strings'}, this batch has {kind}s"
+            )
+
 class Sink:
     """Base class of every sink: staged writes, then one atomic publish.
 

@@ -70,6 +70,7 @@ import numpy as np
 
 from fmrec.errors import ConfigError, FmrecError, StoreError
 from fmrec.store._base import (
+    check_id_kinds,
     Batch,
     IdKind,
     Sink,
@@ -536,12 +537,7 @@ class PostgresSink(Sink):
                 self._create_table(batch.user_kind or "int", batch.item_kind or "int")
             assert self._kinds is not None
             uk, ik = self._kinds
-            for what, kind, expected in (("user IDs", batch.user_kind, uk), ("item IDs", batch.item_kind, ik)):
-                if kind is not None and kind != expected:
-                    raise StoreError(
-                        f"{what} changed type within run {self.run_id}: the table holds "
-                        f"{'integers' if expected == 'int' else 'strings'}, this batch has {kind}s"
-                    )
+            check_id_kinds(self.run_id, batch, self._kinds)
             users, ranks, items, scores = batch.long()
             self._copy(id_column(users, uk, "user IDs"), ranks, id_column(items, ik, "item IDs"), scores)
         except self._psycopg.Error as exc:

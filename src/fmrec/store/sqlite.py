@@ -40,6 +40,7 @@ import numpy as np
 
 from fmrec.errors import ConfigError, StoreError
 from fmrec.store._base import (
+    check_id_kinds,
     Batch,
     IdKind,
     Sink,
@@ -299,12 +300,7 @@ class SqliteSink(Sink):
                 self._create_table(batch.user_kind or "int", batch.item_kind or "int")
             assert self._kinds is not None
             uk, ik = self._kinds
-            for what, kind, expected in (("user IDs", batch.user_kind, uk), ("item IDs", batch.item_kind, ik)):
-                if kind is not None and kind != expected:
-                    raise StoreError(
-                        f"{what} changed type within run {self.run_id}: the table holds "
-                        f"{'integers' if expected == 'int' else 'strings'}, this batch has {kind}s"
-                    )
+            check_id_kinds(self.run_id, batch, self._kinds)
             users, ranks, items, scores = batch.long()
             u = id_column(users, uk, "user IDs").tolist()
             r = ranks.tolist()
