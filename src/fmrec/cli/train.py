@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "regression/binary; --epochs = iterations, default 200)")
     p.add_argument("--n-samples", type=int, default=50, help="MCMC: posterior samples kept (default 50)")
     p.add_argument("--burn-in", type=int, default=None, help="MCMC: iterations discarded (default epochs/10)")
+    p.add_argument("--implicit", choices=["none", "user", "item", "both"], default="none",
+                   help="implicit-feedback fields from the training data (SVD++ style): user = the items "
+                        "each user interacted with, item = the users of each item (default none; fast with "
+                        "--solver mcmc, slow with sgd/als)")
+    p.add_argument("--context", choices=["none", "day"], default="none",
+                   help="day = one-hot calendar day of each rating (needs timestamps; used by predict on "
+                        "timestamped rows, not by recommend; regression/binary only)")
     p.add_argument("--threads", type=int, default=1,
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
     p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
@@ -95,6 +102,8 @@ def _model(args: argparse.Namespace) -> Any:
         patience=args.patience, verbose=not args.quiet, loss=args.loss,
         positive_threshold=args.positive_threshold, max_sampled=args.max_sampled,
         solver=args.solver, n_samples=args.n_samples, n_burn_in=args.burn_in,
+        implicit=None if args.implicit == "none" else args.implicit,
+        context=None if args.context == "none" else args.context,
     )
     model._validate_params()  # bad options fail before anything is logged or trained
     return model
@@ -104,7 +113,7 @@ def _summary(model: Any, seconds: float, out: str) -> None:
     # the metrics of the epoch whose parameters were kept (the best one with --valid)
     hist = model.history_ or [{}]
     best = next((h for h in hist if h.get("epoch") == model.best_epoch_), hist[-1])
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith("valid_") or k == "train_loss")
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.startswith(("valid_", "train_")))
     print(f"trained in {seconds:.1f}s ({len(model.history_)} epochs, best {model.best_epoch_}; {summary}); "
           f"model saved to {out}")
 

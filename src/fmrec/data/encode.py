@@ -2,7 +2,21 @@
 
 Columns are laid out in fields, each belonging to a *side*::
 
-    [ user id one-hot | user feature fields ... | item id one-hot | item feature fields ... ]
+    [ user id one-hot | user feature fields ... | user/implicit |
+      item id one-hot | item feature fields ... | item/implicit ]
+
+followed, optionally, by a context field ``context/day``: the calendar day (UTC)
+of the interaction's timestamp, one-hot over the days seen in training (libFM's
+and myFM's "date" feature).  Context belongs to an interaction, not to a user or
+an item: ``transform`` of interactions with timestamps sets it, a day unseen in
+training sets no column, and pairs without a time (``transform_ids``, the exact
+export, ``recommend``) are scored with no context.
+
+``user/implicit`` and ``item/implicit`` are optional implicit-feedback fields
+built from the training interactions (SVD++'s idea, as in libFM/myFM): a user's
+row holds the items it interacted with in training, an item's row the users who
+interacted with it, each weighted ``1/sqrt(count)``.  Entities unknown to
+training set no implicit column.
 
 A user row ``x_u`` sets the user's ID column (when the user was seen in training)
 and its feature columns (when the user has features); an item row ``x_i``
@@ -48,22 +62,109 @@ class Encoder:
     """
 
     def __init__(self, user_map: IdMap, item_map: IdMap, user_features: SideFeatures | None = None,
-                 item_features: SideFeatures | None = None) -> None:
+                 item_features: SideFeatures | None = None, user_implicit: sp.csr_matrix | None = None,
+                 item_implicit: sp.csr_matrix | None = None, context_days: np.ndarray | None = None) -> None:
         self.user_map = user_map
         self.item_map = item_map
         self.user_features = user_features
         self.item_features = item_features
+        if user_implicit is not None and user_implicit.shape != (len(user_map), len(item_map)):
+            raise ArtifactError(f"user implicit matrix has shape {user_implicit.shape}, expected "
+                                f"{(len(user_map), len(item_map))}")
+        if item_implicit is not None and item_implicit.shape != (len(item_map), len(user_map)):
+            raise ArtifactError(f"item implicit matrix has shape {item_implicit.shape}, expected "
+                                f"{(len(item_map), len(user_map))}")
+        self.user_implicit = user_implicit
+        self.item_implicit = item_implicit
         fields: list[Field] = []
         offset = 0
-        for side, ids, feats in (("user", user_map, user_features), ("item", item_map, item_features)):
+        for side, ids, feats, imp in (("user", user_map, user_features, user_implicit),
+                                      ("item", item_map, item_features, item_implicit)):
             fields.append(Field(side, side, offset, len(ids)))
             offset += len(ids)
             if feats is not None:
                 for name, size in feats.encoder.fields:
                     fields.append(Field(f"{side}:{name}", side, offset, size))
                     offset += size
+            if imp is not None:
+                fields.append(Field(f"{side}/implicit", side, offset, imp.shape[1]))
+                offset += imp.shape[1]
+        if context_days is not None:
+            context_days = np.unique(np.asarray(context_days, dtype=np.int64))
+            fields.append(Field("context/day", "context", offset, len(context_days)))
+            offset += len(context_days)
+        self.context_days = context_days
         self.fields = tuple(fields)
         self._n_features = offset
+
+    SECONDS_PER_DAY = 86400
+
+    @classmethod
+    def days_of(cls, timestamps: np.ndarray) -> np.ndarray:
+        """UTC calendar day numbers of Unix-second timestamps."""
+        return np.floor_divide(np.asarray(timestamps, dtype=np.int64), cls.SECONDS_PER_DAY)
+
+    def context_index(self, timestamps: np.ndarray | None, n_rows: int) -> np.ndarray:
+        """Column index within ``context/day`` of every row's day (-1: no time, or a day
+        unseen in training)."""
+        out = np.full(n_rows, -1, dtype=np.int64)
+        if self.context_days is None or timestamps is None or len(self.context_days) == 0:
+            return out
+        d = self.days_of(timestamps)
+        pos = np.minimum(np.searchsorted(self.context_days, d), len(self.context_days) - 1)
+        hit = self.context_days[pos] == d
+        out[hit] = pos[hit]
+        return out
+
+    def context_block(self, timestamps: np.ndarray | None, n_rows: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(block, row map) of the context field for a relational design: one row per
+        training day plus a last all-zero row for rows without a known day."""
+        n_days = len(self.context_days)
+        idx = self.context_index(timestamps, n_rows)
+        idx[idx < 0] = n_days
+        B = sp.csr_matrix((np.ones(n_days, np.float32), np.arange(n_days, dtype=np.int32),
+                           np.r_[np.arange(n_days + 1), n_days].astype(np.int64)), shape=(n_days + 1, n_days))
+        return B, idx
+
+    def _context_rows(self, timestamps: np.ndarray | None, n_rows: int) -> sp.csr_matrix | None:
+        if self.context_days is None:
+            return None
+        idx = self.context_index(timestamps, n_rows)
+        ok = idx >= 0
+        off = self._field("context/day").offset
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(ok, out=indptr[1:])
+        return sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (idx[ok] + off).astype(np.int32), indptr),
+                             shape=(n_rows, self.n_features))
+
+    @staticmethod
+    def implicit_matrices(interactions: Interactions, which: str | None) -> tuple[Any, Any]:
+        """(user_implicit, item_implicit) for ``which`` in None/"none", "user", "item", "both":
+        the training interaction pattern, rows scaled to ``1/sqrt(count)``."""
+        from fmrec.errors import ConfigError
+
+        if which in (None, "none"):
+            return None, None
+        if which not in ("user", "item", "both"):
+            raise ConfigError(f"implicit must be one of none, user, item, both; got {which!r}")
+        n_u, n_i = len(interactions.user_map), len(interactions.item_map)
+        P = sp.csr_matrix((np.ones(len(interactions.user_idx), np.float64),
+                           (interactions.user_idx, interactions.item_idx)), shape=(n_u, n_i))
+        P.data[:] = 1.0  # repeated pairs count once
+
+        def scaled(M: sp.csr_matrix) -> sp.csr_matrix:
+            n = np.diff(M.indptr)
+            out = sp.csr_matrix(sp.diags(1.0 / np.sqrt(np.maximum(n, 1))) @ M, dtype=np.float32)
+            out.sort_indices()
+            return out
+
+        ui = scaled(P) if which in ("user", "both") else None
+        ii = scaled(sp.csr_matrix(P.T)) if which in ("item", "both") else None
+        return ui, ii
+
+    def with_implicit(self, user_implicit: Any, item_implicit: Any) -> "Encoder":
+        return Encoder(self.user_map, self.item_map, self.user_features, self.item_features,
+                       user_implicit, item_implicit, self.context_days)
 
     # ------------------------------------------------------------ structure
     @property
@@ -101,7 +202,17 @@ class Encoder:
             if itf is None:
                 raise ArtifactError("this model was trained without item features; --item-features cannot be used")
             itf = itf.updated(item_table)
-        return Encoder(self.user_map, self.item_map, uf, itf)
+        return Encoder(self.user_map, self.item_map, uf, itf, self.user_implicit, self.item_implicit,
+                       self.context_days)
+
+    def side_block(self, side: str) -> tuple[sp.csr_matrix, int]:
+        """(rows of every training user/item restricted to that side's columns, column offset):
+        the shared block of a relational design (:class:`fmrec.model._blocks.BlockDesign`)."""
+        n = self.n_users if side == "user" else self.n_items
+        rows = self._side(np.arange(n, dtype=np.int64), None, side)
+        cols = [f for f in self.fields if f.side == side]
+        lo, hi = cols[0].offset, cols[-1].offset + cols[-1].size
+        return sp.csr_matrix(rows[:, lo:hi]), lo
 
     # ------------------------------------------------------------ rows
     def _side(self, idx: np.ndarray, ext: Any, side: str) -> sp.csr_matrix:
@@ -125,6 +236,14 @@ class Encoder:
             start = id_field.offset + id_field.size
             f = sp.csr_matrix((f.data, f.indices + start, f.indptr), shape=(len(idx), self.n_features))
             m = m + f
+            m.sort_indices()
+        imp = self.user_implicit if side == "user" else self.item_implicit
+        if imp is not None:
+            field = self._field(f"{side}/implicit")
+            rows = np.flatnonzero(known)
+            g = imp[idx[known]].tocoo()
+            g = sp.csr_matrix((g.data, (rows[g.row], g.col + field.offset)), shape=(len(idx), self.n_features))
+            m = m + g
             m.sort_indices()
         return sp.csr_matrix(m)
 
@@ -152,14 +271,14 @@ class Encoder:
         i = np.asarray(item_idx, dtype=np.int64)
         if u.shape != i.shape:
             raise ValueError("user and item index arrays differ in length")
-        if self.user_features is None and self.item_features is None:
+        if not self._has_extra():
             return self._id_pairs(u, i)
         return sp.csr_matrix(self.user_rows(u) + self.item_rows(i))
 
     def transform_ids(self, user_ids: Any, item_ids: Any) -> sp.csr_matrix:
         """Full rows for external ID pairs; cold users/items use their features."""
         u_ids, i_ids = np.asarray(user_ids), np.asarray(item_ids)
-        if self.user_features is None and self.item_features is None:
+        if not self._has_extra():
             return self._id_pairs(self.user_map.to_index(u_ids), self.item_map.to_index(i_ids))
         # encode each distinct entity once, then gather rows
         uu, u_inv = np.unique(u_ids.astype(str) if u_ids.dtype.kind == "O" else u_ids, return_inverse=True)
@@ -169,6 +288,10 @@ class Encoder:
         m = sp.csr_matrix(U + It)
         m.sort_indices()
         return m
+
+    def _has_extra(self) -> bool:
+        return any(x is not None for x in (self.user_features, self.item_features, self.user_implicit,
+                                           self.item_implicit))
 
     def _id_pairs(self, u: np.ndarray, i: np.ndarray) -> sp.csr_matrix:
         ku, ki = u >= 0, i >= 0
@@ -186,7 +309,12 @@ class Encoder:
         """Design matrix for interactions (by external IDs, so any maps work)."""
         users = interactions.user_map.to_external(interactions.user_idx)
         items = interactions.item_map.to_external(interactions.item_idx)
-        return self.transform_ids(users, items)
+        M = self.transform_ids(users, items)
+        ctx = self._context_rows(interactions.timestamp, M.shape[0])
+        if ctx is not None:
+            M = sp.csr_matrix(M + ctx)
+            M.sort_indices()
+        return M
 
     # ------------------------------------------------------------ persistence
     def layout(self) -> list[dict[str, Any]]:
@@ -203,6 +331,13 @@ class Encoder:
             out[f"{side}_feat_indices"] = m.indices.astype(np.int32)
             out[f"{side}_feat_data"] = m.data.astype(np.float32)
             out[f"{side}_feat_encoder"] = np.array(feats.encoder.state())
+        for side, imp in (("user", self.user_implicit), ("item", self.item_implicit)):
+            if imp is not None:
+                out[f"{side}_implicit_indptr"] = imp.indptr.astype(np.int64)
+                out[f"{side}_implicit_indices"] = imp.indices.astype(np.int32)
+                out[f"{side}_implicit_data"] = imp.data.astype(np.float32)
+        if self.context_days is not None:
+            out["context_days"] = self.context_days.astype(np.int64)
         return out
 
     @classmethod
@@ -215,8 +350,17 @@ class Encoder:
                 m = sp.csr_matrix((arrays[f"{side}_feat_data"], arrays[f"{side}_feat_indices"],
                                    arrays[f"{side}_feat_indptr"]), shape=(len(ids), fe.n_columns))
                 sides[side] = SideFeatures(fe, ids, m)
-        enc = cls(IdMap.from_array(arrays["user_ids"]), IdMap.from_array(arrays["item_ids"]),
-                  sides["user"], sides["item"])
+        user_map, item_map = IdMap.from_array(arrays["user_ids"]), IdMap.from_array(arrays["item_ids"])
+        imps: dict[str, sp.csr_matrix | None] = {"user": None, "item": None}
+        for side, shape in (("user", (len(user_map), len(item_map))), ("item", (len(item_map), len(user_map)))):
+            if f"{side}_implicit_indptr" in arrays:
+                try:
+                    imps[side] = sp.csr_matrix((arrays[f"{side}_implicit_data"], arrays[f"{side}_implicit_indices"],
+                                                arrays[f"{side}_implicit_indptr"]), shape=shape)
+                except ValueError as exc:
+                    raise ArtifactError(f"saved {side} implicit matrix is corrupt: {exc}") from None
+        enc = cls(user_map, item_map, sides["user"], sides["item"], imps["user"], imps["item"],
+                  arrays.get("context_days"))
         if enc.layout() != layout:
             raise ArtifactError(f"field layout in manifest {json.dumps(layout)[:200]} does not match the saved "
                                 "ID maps and features")

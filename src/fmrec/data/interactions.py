@@ -142,7 +142,7 @@ class Interactions:
         user_col: str = "user_id",
         item_col: str = "item_id",
         rating_col: str | None = "rating",
-        timestamp_col: str | None = None,
+        timestamp_col: str | None = "timestamp",
         *,
         duplicates: DuplicatePolicy = "error",
         source: str | None = None,
@@ -155,7 +155,9 @@ class Interactions:
 
         ``first_line`` is the file line of the frame's first row, so errors can name
         the line (2 for a CSV with a header).  ``rating_col=None`` (or a missing
-        rating column when ``rating_col`` is the default) gives implicit data.
+        rating column when ``rating_col`` is the default) gives implicit data; a
+        missing ``timestamp`` column (the default name) gives no times.  Times are
+        Unix seconds, or pandas datetimes (converted to Unix seconds, UTC).
         Missing IDs, non-numeric or non-finite ratings raise :class:`DataError`
         naming the line and value.  ``duplicates`` decides what repeated
         (user, item) pairs do: ``error`` (default), keep the ``first``, keep the
@@ -178,7 +180,9 @@ class Interactions:
                     f"missing rating column {rating_col!r}; columns are {list(map(str, df.columns))}", path=source
                 )
         if timestamp_col is not None and timestamp_col not in df.columns:
-            raise DataError(f"missing timestamp column {timestamp_col!r}", path=source)
+            if timestamp_col != "timestamp":
+                raise DataError(f"missing timestamp column {timestamp_col!r}", path=source)
+            timestamp_col = None
 
         def line_of(pos: int) -> int:
             return first_line + int(pos)
@@ -214,6 +218,9 @@ class Interactions:
         timestamp = None
         if timestamp_col is not None:
             raw = df[timestamp_col]
+            if pd.api.types.is_datetime64_any_dtype(raw):
+                dt = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
+                raw = pd.Series((dt - pd.Timestamp(0)) // pd.Timedelta(seconds=1), index=raw.index)
             num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             bad = ~np.isfinite(num)
             if bad.any():

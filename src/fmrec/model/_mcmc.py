@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from fmrec.errors import ConfigError, DataError, DivergenceError
+from fmrec.model._blocks import BlockDesign, block_scores_into, sweep_v_blocks, sweep_w_blocks
 from fmrec.model._als import (
     _check_int,
     _check_nonneg,
@@ -187,6 +188,46 @@ def gibbs_iteration(
 
 
 @njit(cache=True, nogil=True)
+def gibbs_iteration_blocks(
+    col_off, r_off, nz_off, rp_off, cp_off, indptr, indices, data, colptr, rowidx, vals, maps, counts,
+    y, binary, groups, members, offsets,
+    w0, w, Vt, alpha, mu_w, lam_w, mu_v, lam_v, yhat, c,
+    lin, q2, ss2, qall, ssall, E, L, O, OO, EO, qold, ssold,
+    alpha_0, beta_0, gamma_0, mu_0, lambda_w0, seed,
+):
+    """:func:`gibbs_iteration` on a :class:`~fmrec.model._blocks.BlockDesign`: the same
+    conditionals drawn in the same order with the same random numbers, from
+    per-block-row aggregates (see :mod:`fmrec.model._blocks`)."""
+    np.random.seed(seed)
+    n_rows = y.shape[0]
+    k = Vt.shape[0]
+    if binary:
+        draw_latent(yhat, y, c)
+        alpha[0] = 1.0
+    else:
+        sse = 0.0
+        for i in range(n_rows):
+            d = yhat[i] - y[i]
+            c[i, 0] = d
+            sse += d * d
+        shape, rate = alpha_posterior(sse, n_rows, alpha_0, gamma_0)
+        alpha[0] = np.random.gamma(shape, 1.0 / rate)
+    a = alpha[0]
+    w0[0] = coord_ls_w0(w0[0], c, a, mu_0, lambda_w0, np.random.standard_normal())
+    _draw_group_hyper(w, members, offsets, mu_w, lam_w, alpha_0, beta_0, gamma_0, mu_0)
+    sweep_w_blocks(col_off, r_off, nz_off, cp_off, colptr, rowidx, vals, maps, counts,
+                   groups, w, c, a, mu_w, lam_w, E, L)
+    for f in range(k):
+        _draw_group_hyper(Vt[f], members, offsets, mu_v[f], lam_v[f], alpha_0, beta_0, gamma_0, mu_0)
+    for f in range(k):
+        sweep_v_blocks(col_off, r_off, nz_off, rp_off, cp_off, indptr, indices, data, colptr, rowidx, vals,
+                       maps, counts, groups, Vt, f, c, a, mu_v[f], lam_v[f],
+                       qall, ssall, E, O, OO, EO, qold, ssold)
+    block_scores_into(col_off, r_off, nz_off, rp_off, indptr, indices, data, maps, w0[0], w,
+                      np.ascontiguousarray(Vt.T), yhat, lin, q2, ss2)
+
+
+@njit(cache=True, nogil=True)
 def accumulate(scores, acc, binary):
     """acc += Phi(scores) (binary) or scores (regression)."""
     if binary:
@@ -257,6 +298,9 @@ def fit_mcmc(
 ) -> dict[str, Any]:
     """Gibbs-sample a Bayesian FM; returns the thinned samples and posterior-mean predictions.
 
+    ``X`` (and ``X_pred``) is a sparse design matrix or a
+    :class:`~fmrec.model._blocks.BlockDesign` (same chain, same random numbers,
+    far less work when rows share large user/item blocks).
     ``task="regression"`` (Gaussian noise with a Gamma prior on its precision) or
     ``"binary"`` (probit with data augmentation, ``y`` in {0, 1}).  ``groups``
     (n_features,) non-negative ints assigns every column to a field group with
@@ -292,16 +336,16 @@ def fit_mcmc(
     if n_kept > n_iter - n_burn_in:
         raise ConfigError(f"n_kept ({n_kept}) cannot exceed the post-burn-in iterations ({n_iter - n_burn_in})")
     init_std = _check_nonneg("init_std", init_std)
-    M, (indptr, indices, data), (colptr, rows, vals) = design_arrays(X)
-    t = check_targets(y, M.shape[0], task)
-    n_rows, n = M.shape
+    blocked = isinstance(X, BlockDesign)
+    if blocked:
+        n_rows, n = X.shape
+        barr = X.arrays()
+    else:
+        M, (indptr, indices, data), (colptr, rows, vals) = design_arrays(X)
+        n_rows, n = M.shape
+    t = check_targets(y, n_rows, task)
     g_of, members, offsets = _group_index(groups, n)
     n_groups = offsets.shape[0] - 1
-    pred_arrays = None
-    if X_pred is not None:
-        Mp, pred_arrays, _ = design_arrays(X_pred, "X_pred")
-        if Mp.shape[1] != n:
-            raise DataError(f"X_pred has {Mp.shape[1]} columns, X has {n}")
     binary = task == "binary"
 
     w0 = np.zeros(1, dtype=np.float64)
@@ -315,7 +359,43 @@ def fit_mcmc(
     yhat = np.empty(n_rows, dtype=np.float64)
     c = np.zeros((n_rows, 2), dtype=np.float64)
     sums = np.empty(k, dtype=np.float64)
-    scores_into(indptr, indices, data, 0.0, w, np.ascontiguousarray(Vt.T), yhat, sums)
+
+    def scorer(design: Any) -> Callable[[np.ndarray], None]:
+        """out[:] = scores of ``design``'s rows under the current state."""
+        if isinstance(design, BlockDesign):
+            if design.shape[1] != n:
+                raise DataError(f"X_pred has {design.shape[1]} columns, X has {n}")
+            arr = barr if design is X else design.arrays()
+            col_off, r_off, nz_off, rp_off, _, ip, ix, dt, _, _, _, maps, _ = arr
+            lin = np.empty(r_off[-1], dtype=np.float64)
+            q2 = np.empty((r_off[-1], k), dtype=np.float64)
+            ss2 = np.empty((r_off[-1], k), dtype=np.float64)
+            return lambda out: block_scores_into(col_off, r_off, nz_off, rp_off, ip, ix, dt, maps, w0[0], w,
+                                                 np.ascontiguousarray(Vt.T), out, lin, q2, ss2)
+        if design is X:
+            Mp, pa = M, (indptr, indices, data)
+        else:
+            Mp, pa, _ = design_arrays(design, "X_pred")
+        if Mp.shape[1] != n:
+            raise DataError(f"X_pred has {Mp.shape[1]} columns, X has {n}")
+        return lambda out: scores_into(*pa, w0[0], w, np.ascontiguousarray(Vt.T), out, sums)
+
+    score_train = scorer(X)
+    score_pred = None
+    n_pred_rows = 0
+    if X_pred is not None:
+        score_pred = scorer(X_pred)
+        n_pred_rows = X_pred.shape[0]
+    score_train(yhat)
+    if blocked:
+        col_off, r_off, nz_off, rp_off, cp_off, b_ip, b_ix, b_dt, b_cp, b_ri, b_vl, b_maps, b_cnt = barr
+        R_max = int(np.max(np.diff(r_off))) if len(r_off) > 1 else 0
+        scratch = [np.empty(R_max, dtype=np.float64) for _ in range(7)]  # E, L, O, OO, EO, qold, ssold
+        lin = np.empty(r_off[-1], dtype=np.float64)
+        q2 = np.empty((r_off[-1], k), dtype=np.float64)
+        ss2 = np.empty((r_off[-1], k), dtype=np.float64)
+        qall = np.empty(r_off[-1], dtype=np.float64)
+        ssall = np.empty(r_off[-1], dtype=np.float64)
 
     keep_at = kept_iterations(n_iter, n_burn_in, n_kept)
     keep_set = set(keep_at.tolist())
@@ -325,8 +405,8 @@ def fit_mcmc(
     kept: list[int] = []
     pred_acc = pred_buf = None
     n_pred = 0
-    if pred_arrays is not None:
-        pred_acc = np.zeros(pred_arrays[0].shape[0] - 1, dtype=np.float64)
+    if score_pred is not None:
+        pred_acc = np.zeros(n_pred_rows, dtype=np.float64)
         pred_buf = np.empty_like(pred_acc)
     history: list[dict[str, float]] = []
 
@@ -337,16 +417,26 @@ def fit_mcmc(
     for it in range(1, n_iter + 1):
         start = time.perf_counter()
         seed = int(rng.integers(0, 2**32 - 1))
-        gibbs_iteration(
-            indptr, indices, data, colptr, rows, vals, t, binary, g_of, members, offsets,
-            w0, w, Vt, alpha, mu_w, lam_w, mu_v, lam_v, yhat, c, sums,
-            ALPHA_0, BETA_0, GAMMA_0, MU_0, LAMBDA_W0, seed,
-        )
+        if blocked:
+            E, L, O, OO, EO, qold, ssold = scratch
+            gibbs_iteration_blocks(
+                col_off, r_off, nz_off, rp_off, cp_off, b_ip, b_ix, b_dt, b_cp, b_ri, b_vl, b_maps, b_cnt,
+                t, binary, g_of, members, offsets,
+                w0, w, Vt, alpha, mu_w, lam_w, mu_v, lam_v, yhat, c,
+                lin, q2, ss2, qall, ssall, E, L, O, OO, EO, qold, ssold,
+                ALPHA_0, BETA_0, GAMMA_0, MU_0, LAMBDA_W0, seed,
+            )
+        else:
+            gibbs_iteration(
+                indptr, indices, data, colptr, rows, vals, t, binary, g_of, members, offsets,
+                w0, w, Vt, alpha, mu_w, lam_w, mu_v, lam_v, yhat, c, sums,
+                ALPHA_0, BETA_0, GAMMA_0, MU_0, LAMBDA_W0, seed,
+            )
         if not (np.isfinite(w0[0]) and np.isfinite(alpha[0])):
             raise DivergenceError(f"MCMC produced a non-finite state at iteration {it}; check the data scale")
         post = it > n_burn_in
-        if post and pred_arrays is not None:
-            scores_into(*pred_arrays, w0[0], w, np.ascontiguousarray(Vt.T), pred_buf, sums)
+        if post and score_pred is not None:
+            score_pred(pred_buf)
             accumulate(pred_buf, pred_acc, binary)
             n_pred += 1
         is_kept = it in keep_set
@@ -377,10 +467,10 @@ def fit_mcmc(
         S_V.append(sv)
         kept.append(it)
     pred = None
-    if pred_arrays is not None:
+    if score_pred is not None:
         if n_pred == 0:
             pred_acc[:] = 0.0
-            scores_into(*pred_arrays, w0[0], w, np.ascontiguousarray(Vt.T), pred_buf, sums)
+            score_pred(pred_buf)
             accumulate(pred_buf, pred_acc, binary)
             n_pred = 1
         pred = pred_acc / n_pred

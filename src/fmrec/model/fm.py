@@ -73,6 +73,19 @@ class FactorizationMachine:
     loss : ranking loss, "bpr" (default; Bayesian personalised ranking, one uniform
         negative per positive) or "warp" (weighted approximate-rank pairwise: samples
         up to ``max_sampled`` negatives until one violates the margin).
+    implicit : implicit-feedback fields from the training interactions (SVD++'s idea,
+        as libFM/myFM use): "user" adds to every user the items it interacted with,
+        "item" adds to every item the users who interacted with it, "both" adds both,
+        each weighted ``1/sqrt(count)`` and regularised as its own field; None (default)
+        adds none.  Needs ``Interactions``/DataFrame input.  The MCMC solver trains on
+        the shared user/item blocks (cost ~ users + items, not rows x their sizes);
+        SGD and ALS expand every row (hundreds of columns each: much slower).
+    context : "day" adds a context field: the UTC calendar day of each interaction's
+        timestamp, one-hot over the training days (libFM/myFM's date feature; it
+        captures rating sessions).  Needs timestamps.  ``predict`` on interactions
+        with timestamps uses it; pairs without a time (``score_pairs``, the export,
+        ``recommend``) and days unseen in training set no context column.  None
+        (default) adds none.
 
     Fitted attributes: ``w0_``, ``w_``, ``V_``, ``history_`` (list of per-epoch dicts),
     ``n_features_in_``, ``encoder_`` (ID maps; ``None`` when fit on a matrix),
@@ -107,6 +120,8 @@ class FactorizationMachine:
         n_samples: int = 50,
         n_burn_in: int | None = None,
         deterministic: bool = False,
+        implicit: str | None = None,
+        context: str | None = None,
     ) -> None:
         self.task = task
         self.n_factors = n_factors
@@ -134,6 +149,8 @@ class FactorizationMachine:
         self.n_samples = n_samples
         self.n_burn_in = n_burn_in
         self.deterministic = deterministic
+        self.implicit = implicit
+        self.context = context
 
     # --------------------------------------------------------- sklearn plumbing
     @classmethod
@@ -189,6 +206,13 @@ class FactorizationMachine:
             raise ConfigError(f"max_sampled must be a positive integer, got {self.max_sampled!r}")
         if not (isinstance(self.patience, (int, np.integer)) and self.patience >= 1):
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
+        if self.implicit not in (None, "none", "user", "item", "both"):
+            raise ConfigError(f"implicit must be one of None, 'none', 'user', 'item', 'both'; got {self.implicit!r}")
+        if self.context not in (None, "none", "day"):
+            raise ConfigError(f"context must be None, 'none' or 'day'; got {self.context!r}")
+        if self.task == "ranking" and self.context not in (None, "none"):
+            raise ConfigError("context fields describe an interaction's time; the ranking task scores "
+                              "(user, item) pairs without one, so context cannot be used with task='ranking'")
 
     def _rates(self) -> tuple[float, float, float]:
         lr = self.learning_rate
@@ -250,7 +274,13 @@ class FactorizationMachine:
             if not hasattr(table, "roles"):
                 table = read_feature_table(table)
             sides.append(SideFeatures.fit(table))
-        return Encoder(X.user_map, X.item_map, sides[0], sides[1])
+        days = None
+        if self.context not in (None, "none"):
+            if getattr(X, "timestamp", None) is None:
+                raise ConfigError("context='day' needs timestamps, but the training data has none")
+            days = Encoder.days_of(X.timestamp)
+        return Encoder(X.user_map, X.item_map, sides[0], sides[1], *Encoder.implicit_matrices(X, self.implicit),
+                       context_days=days)
 
     def _predict_encoder(self, user_features: Any, item_features: Any) -> Encoder:
         """The fitted encoder, with extra feature rows (cold users/items) when given."""
@@ -266,8 +296,10 @@ class FactorizationMachine:
         return self.encoder_.with_features(table(user_features), table(item_features))
 
     def _as_matrix(self, X: Any, y: Any, fitting: bool, user_features: Any = None,
-                   item_features: Any = None) -> tuple[sp.csr_matrix, np.ndarray | None]:
-        """Turn supported inputs into (CSR design matrix, targets or None)."""
+                   item_features: Any = None, blocks: bool = False) -> tuple[Any, np.ndarray | None]:
+        """Turn supported inputs into (CSR design matrix, targets or None); with
+        ``blocks`` and interactions, a :class:`~fmrec.model._blocks.BlockDesign`
+        (shared user and item rows) instead of the expanded matrix."""
         if isinstance(X, pd.DataFrame):
             X = Interactions.from_frame(X, allow_empty=not fitting, duplicates="keep" if not fitting else "error")
         if isinstance(X, Interactions):
@@ -275,7 +307,17 @@ class FactorizationMachine:
                 self.encoder_ = enc = self._make_encoder(X, user_features, item_features)
             else:
                 enc = self._predict_encoder(user_features, item_features)
-            M = enc.transform(X)
+            if blocks:
+                from fmrec.model._blocks import BlockDesign
+
+                if X.user_map is not enc.user_map or X.item_map is not enc.item_map:
+                    raise ConfigError("a block design needs the interactions' own ID maps")
+                parts = [(enc.side_block("user")[0], X.user_idx), (enc.side_block("item")[0], X.item_idx)]
+                if enc.context_days is not None:
+                    parts.append(enc.context_block(X.timestamp, len(X.user_idx)))
+                M = BlockDesign(parts)
+            else:
+                M = enc.transform(X)
             t = self._targets(X) if (y is None and (fitting or X.rating is not None)) else None
             if y is not None:
                 t = np.asarray(y, dtype=np.float64)
@@ -286,6 +328,9 @@ class FactorizationMachine:
                 raise DataError(f"X must be 2-D, got shape {X.shape}")
         M = sp.csr_matrix(X, dtype=np.float32)
         if fitting:
+            if self.implicit not in (None, "none") or self.context not in (None, "none"):
+                raise ConfigError("implicit and context fields are built from interactions: fit on Interactions or a "
+                                  "DataFrame, not on a design matrix")
             self.encoder_ = None
         t = None
         if y is not None:
@@ -336,12 +381,14 @@ class FactorizationMachine:
         self._validate_params()
         if self.task == "ranking":
             return self._fit_ranking(X, valid, user_features, item_features)
-        M, t = self._as_matrix(X, y, fitting=True, user_features=user_features, item_features=item_features)
+        M, t = self._as_matrix(X, y, fitting=True, user_features=user_features, item_features=item_features,
+                               blocks=self.solver == "mcmc")
         if t is None:
             raise DataError("fit needs targets: pass y, or interactions with ratings")
         if M.shape[0] == 0:
             raise DataError("no training rows")
-        indptr, indices, data = self._csr_arrays(M)
+        if self.solver != "mcmc":
+            indptr, indices, data = self._csr_arrays(M)
         n_features = M.shape[1]
         Mv, tv = self._validation_matrix(valid, y_valid, n_features)
         rng = np.random.default_rng(self.random_state)

@@ -690,6 +690,9 @@ def fit_stream(model: Any, source: ParquetSource, *, valid: Any = None, y_valid:
         raise DataError("regression needs ratings, but the data has no rating column", path=source.path)
     if model.task == "ranking" and model.positive_threshold is not None and source.rating_col is None:
         raise DataError("positive_threshold needs ratings, but the data has none", path=source.path)
+    if model.implicit not in (None, "none") or model.context not in (None, "none"):
+        raise ConfigError("implicit and context fields are not supported when streaming from Parquet (they need every "
+                          "user's interactions in memory); load the data with read_interactions instead")
     verbose = bool(model.verbose)
     info: dict[str, Any] = {"path": str(source.path), "files": len(source.files), "row_groups": len(source.blocks),
                             "batch_rows": source.batch_rows, "duplicates": duplicates}
