@@ -269,3 +269,25 @@ def test_cli_train_with_implicit_and_context(tmp_path, capsys) -> None:
     assert main(["-q", "predict", str(model), str(tmp_path / "train.csv"), "--out", str(tmp_path / "p.csv")]) == 0
     p = pd.read_csv(tmp_path / "p.csv")
     np.testing.assert_allclose(p.iloc[:, -1].to_numpy(), loaded.predict(data), rtol=1e-5)
+
+
+def test_predict_through_blocks_equals_the_expanded_rows() -> None:
+    """decision_function builds a block design for models with extra fields; it must
+    score exactly like the expanded rows, string IDs, cold users and items included."""
+    from test_features import item_table
+
+    rng = np.random.default_rng(2)
+    df = small_interactions().to_frame()
+    df["user_id"] = "u" + df["user_id"].astype(str)
+    train = Interactions.from_frame(df)
+    it = item_table(tuple(range(100, 126)) + (300,))
+    fm = FactorizationMachine(task="regression", solver="mcmc", n_factors=3, n_epochs=8, n_samples=3,
+                              implicit="both", context="day", random_state=0).fit(train, item_features=it)
+    test = pd.DataFrame({"user_id": rng.choice(["u1", "u2", "u3", "new"], 40),
+                         "item_id": rng.choice([100, 101, 105, 300, 999], 40),
+                         "timestamp": rng.choice(df["timestamp"].to_numpy(), 40)})
+    inter = Interactions.from_frame(test, duplicates="keep", allow_empty=True)
+    got = fm.decision_function(test)
+    expanded = fm._raw(fm.encoder_.transform(inter))
+    np.testing.assert_allclose(got, expanded, rtol=1e-6, atol=1e-6)
+    assert np.abs(got).max() > 0

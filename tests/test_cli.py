@@ -635,7 +635,8 @@ def test_run_failing_stage_keeps_published_lists(capsys: pytest.CaptureFixture[s
     before = sqlite_snapshot(db)
     assert len(before[0]) == N_USERS * 10 and len(before[1]) == 1
 
-    bad = small_config(tmp_path / "bad.toml", out_dir, model={"learning_rate": -1}, recommend={"k": 5})
+    bad = small_config(tmp_path / "bad.toml", out_dir, recommend={"k": 5},
+                       model={"task": "regression", "learning_rate": 1e12, "optimizer": "sgd"})  # diverges
     rc, out, err = fm(capsys, "run", bad)
     assert rc == 1 and out == ""
     last = err.rstrip("\n").split("\n")[-1]

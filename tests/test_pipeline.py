@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fmrec.errors import ConfigError, DataError
+from fmrec.errors import ConfigError, DataError, DivergenceError
 from fmrec.pipeline import DEFAULTS, RunLock, format_summary, load_config, run_pipeline
 
 SMALL_MODEL = {"n_factors": 8, "n_epochs": 2}
@@ -90,10 +90,22 @@ def test_bad_config_names_the_problem(tmp_path: Path, text: str, needle: str) ->
 
 
 def test_good_values_of_other_types(tmp_path: Path) -> None:
-    f = write_toml(tmp_path / "c.toml", "[evaluate]\nk = 5\nmin_rating = 4\n[model]\nanything = 'goes'\n")
+    f = write_toml(tmp_path / "c.toml", "[evaluate]\nk = 5\nmin_rating = 4\n[model]\nimplicit = 'both'\n")
     cfg = load_config(f)
     assert cfg["evaluate"]["k"] == 5 and cfg["evaluate"]["min_rating"] == 4
-    assert cfg["model"]["anything"] == "goes"  # validated by the estimator at train time
+    assert cfg["model"]["implicit"] == "both"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[model]\nanything = 'goes'\n", "invalid parameter 'anything'"),
+    ("[model]\nn_factors = 0\n", "n_factors must be a positive integer"),
+    ("[model]\ncontext = 'hour'\n", "context must be"),
+])
+def test_model_section_is_validated_when_the_config_loads(tmp_path: Path, text: str, needle: str) -> None:
+    f = write_toml(tmp_path / "c.toml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert needle in str(exc.value) and "c.toml: [model]" in str(exc.value)
 
 
 def test_missing_or_undecodable_config(tmp_path: Path) -> None:
@@ -242,8 +254,9 @@ def test_training_failure_keeps_published_lists(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     run_pipeline(config(out_dir, recommend={"k": 5}), run_id="good")
     before = view_rows(out_dir / "recommendations.db")
-    with pytest.raises(ConfigError) as exc:
-        run_pipeline(config(out_dir, model={"learning_rate": -1}), run_id="bad")
+    with pytest.raises(DivergenceError) as exc:  # valid parameters, but training blows up
+        run_pipeline(config(out_dir, model={"task": "regression", "learning_rate": 1e12, "optimizer": "sgd"}),
+                     run_id="bad")
     assert exc.value.stage == "train"  # type: ignore[attr-defined]
     assert view_rows(out_dir / "recommendations.db") == before
     assert "stage train failed" in (out_dir / "runs" / "bad" / "run.log").read_text()

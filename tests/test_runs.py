@@ -212,10 +212,11 @@ def test_failed_stage_leaves_postgres_lists_untouched(tmp_path: Path, pg_target:
     _, schema = split(pg_target)
     assert sql(pg_target, "SELECT tablename FROM pg_tables WHERE schemaname = %s "
                           "AND left(tablename, 10) = 'fmrec_run_'", (schema,)) == [("fmrec_run_good",)]
-    # a failing train stage (bad parameter) too; then the next run publishes
+    # a failing train stage (training diverges) too; then the next run publishes
     monkeypatch.undo()
     with pytest.raises(Exception) as exc2:
-        run_pipeline(tiny_config(out, pg_target, model={"n_factors": -1}), run_id="bad2")
+        run_pipeline(tiny_config(out, pg_target, model={"task": "regression", "learning_rate": 1e12,
+                                                        "optimizer": "sgd"}), run_id="bad2")
     assert exc2.value.stage == "train"  # type: ignore[attr-defined]
     assert sql(pg_target, "SELECT * FROM recommendations ORDER BY user_id, rank") == before
     run_pipeline(tiny_config(out, pg_target, recommend={"k": 4}), run_id="next")

@@ -169,6 +169,14 @@ def load_config(path: Any = None, overrides: dict[str, dict[str, Any]] | None = 
                         raise ConfigError(f"{where}: unknown key {key!r} in [{section}]; known: {sorted(cfg[section])}")
                     _check_value(where, section, key, value)
                 cfg[section][key] = value
+    # [model] is checked by the estimator itself, now, so a typo fails before any data is read
+    from fmrec.model import FactorizationMachine
+
+    try:
+        FactorizationMachine().set_params(**cfg["model"])._validate_params()
+    except ConfigError as exc:
+        where = ", ".join(w for w, layer in layers if "model" in layer) or "defaults"
+        raise ConfigError(f"{where}: [model]: {exc}") from None
     return cfg
 
 

@@ -296,10 +296,11 @@ class FactorizationMachine:
         return self.encoder_.with_features(table(user_features), table(item_features))
 
     def _as_matrix(self, X: Any, y: Any, fitting: bool, user_features: Any = None,
-                   item_features: Any = None, blocks: bool = False) -> tuple[Any, np.ndarray | None]:
+                   item_features: Any = None, blocks: bool | None = False) -> tuple[Any, np.ndarray | None]:
         """Turn supported inputs into (CSR design matrix, targets or None); with
         ``blocks`` and interactions, a :class:`~fmrec.model._blocks.BlockDesign`
-        (shared user and item rows) instead of the expanded matrix."""
+        (shared user and item rows) instead of the expanded matrix (``None``: when
+        the encoder has more than ID fields)."""
         if isinstance(X, pd.DataFrame):
             X = Interactions.from_frame(X, allow_empty=not fitting, duplicates="keep" if not fitting else "error")
         if isinstance(X, Interactions):
@@ -307,15 +308,10 @@ class FactorizationMachine:
                 self.encoder_ = enc = self._make_encoder(X, user_features, item_features)
             else:
                 enc = self._predict_encoder(user_features, item_features)
+            if blocks is None:  # predicting: blocks pay off when rows share wide user/item rows
+                blocks = enc._has_extra() or enc.context_days is not None
             if blocks:
-                from fmrec.model._blocks import BlockDesign
-
-                if X.user_map is not enc.user_map or X.item_map is not enc.item_map:
-                    raise ConfigError("a block design needs the interactions' own ID maps")
-                parts = [(enc.side_block("user")[0], X.user_idx), (enc.side_block("item")[0], X.item_idx)]
-                if enc.context_days is not None:
-                    parts.append(enc.context_block(X.timestamp, len(X.user_idx)))
-                M = BlockDesign(parts)
+                M = enc.block_design(X)
             else:
                 M = enc.transform(X)
             t = self._targets(X) if (y is None and (fitting or X.rating is not None)) else None
@@ -677,12 +673,22 @@ class FactorizationMachine:
         if not hasattr(self, "V_"):
             raise NotFittedError("this FactorizationMachine is not fitted yet; call fit first")
 
-    def _raw(self, M: sp.csr_matrix) -> np.ndarray:
+    def _raw(self, M: Any) -> np.ndarray:
         from fmrec._threads import resolve_threads, thread_limits
         from fmrec.model import _kernels as K
+        from fmrec.model._blocks import BlockDesign, block_scores_into
 
         if M.shape[1] != self.n_features_in_:
             raise DataError(f"X has {M.shape[1]} columns; the model was trained with {self.n_features_in_}")
+        if isinstance(M, BlockDesign):
+            col_off, r_off, nz_off, rp_off, _, ip, ix, dt, _, _, _, maps, _ = M.arrays()
+            R, k = int(r_off[-1]), self.V_.shape[1]
+            if R * k * 16 > (256 << 20):  # too many distinct users/items for the block caches
+                return self._raw(M.expand())
+            out = np.empty(M.shape[0], dtype=np.float64)
+            block_scores_into(col_off, r_off, nz_off, rp_off, ip, ix, dt, maps, float(self.w0_), self.w_, self.V_,
+                              out, np.empty(R), np.empty((R, k)), np.empty((R, k)))
+            return out
         indptr, indices, data = self._csr_arrays(M)
         if M.shape[0] == 0:
             return np.zeros(0, dtype=np.float64)
@@ -699,7 +705,8 @@ class FactorizationMachine:
     def decision_function(self, X: Any, *, user_features: Any = None, item_features: Any = None) -> np.ndarray:
         """Raw FM scores (logits for ``binary``), unclipped: the scores the index ranks by."""
         self._check_fitted()
-        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features)
+        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features,
+                               blocks=None)
         return self._raw(M)
 
     def predict(self, X: Any, *, user_features: Any = None, item_features: Any = None) -> np.ndarray:
@@ -708,7 +715,8 @@ class FactorizationMachine:
         training are scored with their features (``user_features`` /
         ``item_features`` add rows for them) and contribute nothing else."""
         self._check_fitted()
-        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features)
+        M, _ = self._as_matrix(X, None, fitting=False, user_features=user_features, item_features=item_features,
+                               blocks=None)
         raw = self._raw(M)
         if self.task == "binary":
             return _probit(raw) if getattr(self, "link_", "logit") == "probit" else _sigmoid(raw)
