@@ -142,6 +142,28 @@ def sgd_epoch(
     return losses.sum()
 
 
+@njit(cache=True, parallel=True, nogil=True)
+def sgd_round(
+    indptr, indices, data, y, order, bounds, task, optimizer,
+    w0s, w, V, g_w0s, g_w, g_V,
+    lr_b, lr_w, lr_v, l2_b, l2_w, l2_v,
+):
+    """One round of the reproducible schedule (:mod:`fmrec.model._strata`): thread t
+    runs sequential SGD over ``order[bounds[t, 0]:bounds[t, 1]]`` with its own
+    global bias ``w0s[t]``; ``indices`` already send shared columns to the
+    thread's private copies, so no two threads write the same parameter."""
+    T = bounds.shape[0]
+    k = V.shape[1]
+    losses = np.zeros(T, dtype=np.float64)
+    for t in prange(T):
+        sums = np.empty(k, dtype=np.float64)
+        losses[t] = _sgd_range(
+            indptr, indices, data, y, order, bounds[t, 0], bounds[t, 1], task, optimizer,
+            w0s[t:t + 1], w, V, g_w0s[t:t + 1], g_w, g_V, lr_b, lr_w, lr_v, l2_b, l2_w, l2_v, sums,
+        )
+    return losses.sum()
+
+
 LOSS_BPR = 0
 LOSS_WARP = 1
 
@@ -239,9 +261,15 @@ def _pair_update(
 def _pairwise_range(
     up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, lo, hi, seed,
     loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+    item_off, neg_pool, n_items,
 ):
+    """Samples ``order[lo:hi]``; negatives are drawn uniformly from ``neg_pool``
+    (original item indices); item ``i``'s row is ``item_off + i`` of the item CSR;
+    ``n_items`` is the catalogue size WARP's rank estimate refers to."""
     k = V.shape[1]
-    n_items = ip.shape[0] - 1
+    n_pool = neg_pool.shape[0]
+    if n_pool == 0:
+        return 0.0
     p_u = np.empty(k, dtype=np.float64)
     q_i = np.empty(k, dtype=np.float64)
     q_j = np.empty(k, dtype=np.float64)
@@ -252,17 +280,17 @@ def _pairwise_range(
         u = pos_u[s_idx]
         i = pos_i[s_idx]
         _side_sum(up, ui, udata, u, V, p_u)
-        y_i = _item_score(ip, ii, idata, i, w, V, p_u, q_i)
+        y_i = _item_score(ip, ii, idata, item_off + i, w, V, p_u, q_i)
         if loss_kind == LOSS_BPR:
             j = -1
             for _ in range(20):
-                c = np.random.randint(0, n_items)
+                c = neg_pool[np.random.randint(0, n_pool)]
                 if not _is_positive(pos_indptr, pos_indices, u, c):
                     j = c
                     break
             if j < 0:
                 continue
-            y_j = _item_score(ip, ii, idata, j, w, V, p_u, q_j)
+            y_j = _item_score(ip, ii, idata, item_off + j, w, V, p_u, q_j)
             d = y_i - y_j
             # loss -log sigmoid(d); dL/dd = sigmoid(d) - 1 = -sigmoid(-d)
             if d >= 0:
@@ -279,10 +307,10 @@ def _pairwise_range(
             y_j = 0.0
             while trials < max_sampled:
                 trials += 1
-                c = np.random.randint(0, n_items)
+                c = neg_pool[np.random.randint(0, n_pool)]
                 if _is_positive(pos_indptr, pos_indices, u, c):
                     continue
-                y_c = _item_score(ip, ii, idata, c, w, V, p_u, q_j)
+                y_c = _item_score(ip, ii, idata, item_off + c, w, V, p_u, q_j)
                 if y_c > y_i - 1.0:
                     j = c
                     y_j = y_c
@@ -292,7 +320,7 @@ def _pairwise_range(
             weight = math.log(max(1.0, math.floor((n_items - 1) / trials)))
             total += weight * (1.0 - y_i + y_j)
             g = -weight
-        _pair_update(up, ui, udata, u, ip, ii, idata, i, j, g, optimizer,
+        _pair_update(up, ui, udata, u, ip, ii, idata, item_off + i, item_off + j, g, optimizer,
                      w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, p_u, q_i, q_j)
     return total
 
@@ -311,12 +339,36 @@ def pairwise_epoch(
     """
     n = order.shape[0]
     n_shards = seeds.shape[0]
+    n_items = ip.shape[0] - 1
+    pool = np.arange(n_items, dtype=np.int64)
     losses = np.zeros(n_shards, dtype=np.float64)
     for s in prange(n_shards):
         lo = s * n // n_shards
         hi = (s + 1) * n // n_shards
         losses[s] = _pairwise_range(
             up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, lo, hi, seeds[s],
-            loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+            loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, 0, pool, n_items,
+        )
+    return losses.sum()
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def pairwise_round(
+    up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, bounds, seeds,
+    loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+    n_items, pools, pool_off, blocks,
+):
+    """One round of the reproducible schedule for BPR/WARP: thread t processes
+    ``order[bounds[t, 0]:bounds[t, 1]]`` with item rows ``t * n_items + i`` of the
+    (per-thread remapped, stacked) item CSR, drawing negatives from item block
+    ``blocks[t]`` (``pools[pool_off[b]:pool_off[b + 1]]``)."""
+    T = bounds.shape[0]
+    losses = np.zeros(T, dtype=np.float64)
+    for t in prange(T):
+        b = blocks[t]
+        losses[t] = _pairwise_range(
+            up, ui, udata, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, bounds[t, 0],
+            bounds[t, 1], seeds[t], loss_kind, max_sampled, optimizer, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+            t * n_items, pools[pool_off[b]:pool_off[b + 1]], n_items,
         )
     return losses.sum()

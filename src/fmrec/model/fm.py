@@ -55,11 +55,14 @@ class FactorizationMachine:
         ranking, tuned on MovieLens-100K).
     init_std : standard deviation of the normal initialisation of ``V``.
     threshold : rating threshold for ``binary`` labels from ratings.
-    n_threads : training/prediction threads; 1 is bit-for-bit reproducible for a
-        given ``random_state``; more uses lock-free (Hogwild) updates, faster but not
-        bit-reproducible.  ALS and MCMC are sequential and always reproducible.
+    n_threads : training/prediction threads.  The same ``random_state`` gives the same
+        model at a fixed thread count: more than one SGD/BPR/WARP thread follows a
+        fixed schedule (user and item blocks per thread, DSGD-style; shared columns
+        such as side features on private copies merged in thread order, see
+        :mod:`fmrec.model._strata`), not racing Hogwild updates.  ALS and MCMC are
+        sequential.
     deterministic : train SGD/BPR/WARP sequentially whatever ``n_threads`` says, so
-        the same seed gives the same model at any thread count (prediction and
+        the same seed gives the same model at *any* thread count (prediction and
         scoring still use ``n_threads``).
     random_state : seed (int), ``numpy.random.Generator`` or None.
     early_stopping : with a validation set, stop when the validation metric has
@@ -377,6 +380,8 @@ class FactorizationMachine:
         self._validate_params()
         if self.task == "ranking":
             return self._fit_ranking(X, valid, user_features, item_features)
+        if isinstance(X, pd.DataFrame):
+            X = Interactions.from_frame(X)
         M, t = self._as_matrix(X, y, fitting=True, user_features=user_features, item_features=item_features,
                                blocks=self.solver == "mcmc")
         if t is None:
@@ -413,16 +418,40 @@ class FactorizationMachine:
         n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
         tracker = EpochTracker(self, self._n_epochs(), minimize=True)
         y64 = np.ascontiguousarray(t, dtype=np.float64)
+        strata = None
+        if n_threads > 1:  # the reproducible parallel schedule (see fmrec.model._strata)
+            from fmrec.model._strata import Strata, id_columns
+
+            T = n_threads
+            structured = isinstance(X, Interactions)
+            exclusive = id_columns(self.encoder_) if structured else np.zeros(n_features, bool)
+            strata = Strata(T, n_features, exclusive, structured)
+            row_u = X.user_idx if structured else None
+            row_i = X.item_idx if structured else None
+            indices = strata.remap(M, strata.thread_of(row_u, M.shape[0]))
+            w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
+            w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
+            w0s, g_w0s = np.zeros(T), np.zeros(T)
+        l2 = (float(self.l2_bias), self._l2_linear(), self._l2_factors())
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()
                 order = rng.permutation(M.shape[0]).astype(np.int64)
-                total = K.sgd_epoch(
-                    indptr, indices, data, y64, order, task, opt,
-                    w0, w, V, g_w0, g_w, g_V,
-                    lr_b, lr_w, lr_v, float(self.l2_bias), self._l2_linear(), self._l2_factors(),
-                    n_threads,
-                )
+                if strata is None:
+                    total = K.sgd_epoch(
+                        indptr, indices, data, y64, order, task, opt,
+                        w0, w, V, g_w0, g_w, g_V, lr_b, lr_w, lr_v, *l2, 1,
+                    )
+                else:
+                    total = 0.0
+                    for rows, bounds, _ in strata.rounds(order, row_u, row_i):
+                        strata.begin_round(w_e, V_e, g_w_e, g_V_e)
+                        w0s[:], g_w0s[:] = w0[0], g_w0[0]
+                        total += K.sgd_round(indptr, indices, data, y64, rows, bounds, task, opt,
+                                             w0s, w_e, V_e, g_w0s, g_w_e, g_V_e, lr_b, lr_w, lr_v, *l2)
+                        strata.end_round(w_e, V_e, g_w_e, g_V_e)
+                        w0[0] += float(np.sum(w0s - w0[0]))
+                        g_w0[0] += float(np.sum(g_w0s - g_w0[0]))
                 loss = total / M.shape[0]
                 if not math.isfinite(loss) or not (np.isfinite(w0[0]) and np.isfinite(w).all() and np.isfinite(V).all()):
                     raise DivergenceError(
@@ -441,7 +470,7 @@ class FactorizationMachine:
                     metric = entry["valid_rmse"] if task == K.TASK_REGRESSION else entry["valid_log_loss"]
                 if tracker.record(entry, metric, lambda: (float(w0[0]), w.copy(), V.copy())):
                     break
-        tracker.finish(self._set_params, (float(w0[0]), w, V))
+        tracker.finish(self._set_params, (float(w0[0]), w.copy(), V.copy()))
         return self
 
     # ------------------------------------------------------ streaming fit
@@ -599,16 +628,39 @@ class FactorizationMachine:
         self.n_features_in_ = n_features
         self.train_pattern_ = pos
         tracker = EpochTracker(self, self._n_epochs(), minimize=False)
+        strata = None
+        if n_threads > 1:  # the reproducible parallel schedule (see fmrec.model._strata)
+            from fmrec.model._strata import Strata, id_columns, pairwise_arrays
+
+            T = n_threads
+            n_items = enc.n_items
+            strata = Strata(T, n_features, id_columns(enc))
+            pa = pairwise_arrays(strata, U, It)
+            ui, ip, ii, idata, pools, pool_off = (pa[k_] for k_ in ("ui", "ip", "ii", "idata", "pools", "pool_off"))
+            w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
+            w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
+        l2 = (self._l2_linear(), self._l2_factors())
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()
                 order = rng.permutation(pos.nnz).astype(np.int64)
-                seeds = rng.integers(0, 2**31 - 1, size=n_threads).astype(np.int64)
-                total = K.pairwise_epoch(
-                    up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds,
-                    loss_kind, int(self.max_sampled), opt, w, V, g_w, g_V,
-                    lr_w, lr_v, self._l2_linear(), self._l2_factors(),
-                )
+                if strata is None:
+                    seeds = rng.integers(0, 2**31 - 1, size=1).astype(np.int64)
+                    total = K.pairwise_epoch(
+                        up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds,
+                        loss_kind, int(self.max_sampled), opt, w, V, g_w, g_V, lr_w, lr_v, *l2,
+                    )
+                else:
+                    total = 0.0
+                    for rows, bounds, blocks in strata.rounds(order, pos_u, pos_i):
+                        seeds = rng.integers(0, 2**31 - 1, size=T).astype(np.int64)
+                        strata.begin_round(w_e, V_e, g_w_e, g_V_e)
+                        total += K.pairwise_round(
+                            up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, rows, bounds, seeds,
+                            loss_kind, int(self.max_sampled), opt, w_e, V_e, g_w_e, g_V_e, lr_w, lr_v, *l2,
+                            n_items, pools, pool_off, blocks,
+                        )
+                        strata.end_round(w_e, V_e, g_w_e, g_V_e)
                 loss = total / pos.nnz
                 if not math.isfinite(loss) or not (np.isfinite(w).all() and np.isfinite(V).all()):
                     raise DivergenceError(
@@ -624,7 +676,7 @@ class FactorizationMachine:
                     metric = entry["valid_ndcg@10"]
                 if tracker.record(entry, metric, lambda: (0.0, w.copy(), V.copy())):
                     break
-        tracker.finish(self._set_params, (0.0, w, V))
+        tracker.finish(self._set_params, (0.0, w.copy(), V.copy()))
         return self
 
     def _ranking_valid(self, valid: Any, train_pattern: sp.csr_matrix) -> dict[str, float]:

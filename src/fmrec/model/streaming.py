@@ -781,6 +781,14 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
     n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
     l2_b, l2_w, l2_v = float(model.l2_bias), model._l2_linear(), model._l2_factors()
     all01 = scan.all01
+    strata = None
+    if n_threads > 1:  # the reproducible parallel schedule, batch by batch (fmrec.model._strata)
+        from fmrec.model._strata import Strata, id_columns
+
+        strata = Strata(n_threads, n_features, id_columns(enc))
+        w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
+        w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
+        w0s, g_w0s = np.zeros(n_threads), np.zeros(n_threads)
 
     def encoded(order: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
         for u, i, r in source.batches(order):
@@ -791,7 +799,10 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
             M = enc.transform_indices(ui, ii)
             rt = None if r is None else _ratings(r, source.path, 0, source.rating_col,  # type: ignore[arg-type]
                                                  validated=True)
-            yield (*model._csr_arrays(M), np.ascontiguousarray(_targets(model, rt, all01, len(ui))))
+            indptr, indices, data = model._csr_arrays(M)
+            if strata is not None:
+                indices = strata.remap(M, strata.thread_of(ui, len(ui)))
+            yield indptr, indices, data, np.ascontiguousarray(_targets(model, rt, all01, len(ui))), ui, ii
 
     tracker = EpochTracker(model, model._n_epochs(), minimize=True)
     n_batches = source.n_batches
@@ -803,10 +814,21 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
             total = 0.0
             rows = 0
             with _Prefetch(lambda: encoded(order)) as batches:
-                for b, (indptr, indices, data, y) in enumerate(batches):
+                for b, (indptr, indices, data, y, bu, bi) in enumerate(batches):
                     perm = rng.permutation(y.shape[0]).astype(np.int64)
-                    part = K.sgd_epoch(indptr, indices, data, y, perm, task, opt, w0, w, V, g_w0, g_w, g_V,
-                                       lr_b, lr_w, lr_v, l2_b, l2_w, l2_v, n_threads)
+                    if strata is None:
+                        part = K.sgd_epoch(indptr, indices, data, y, perm, task, opt, w0, w, V, g_w0, g_w, g_V,
+                                           lr_b, lr_w, lr_v, l2_b, l2_w, l2_v, 1)
+                    else:
+                        part = 0.0
+                        for rows_, bounds, _ in strata.rounds(perm, bu, bi):
+                            strata.begin_round(w_e, V_e, g_w_e, g_V_e)
+                            w0s[:], g_w0s[:] = w0[0], g_w0[0]
+                            part += K.sgd_round(indptr, indices, data, y, rows_, bounds, task, opt, w0s, w_e, V_e,
+                                                g_w0s, g_w_e, g_V_e, lr_b, lr_w, lr_v, l2_b, l2_w, l2_v)
+                            strata.end_round(w_e, V_e, g_w_e, g_V_e)
+                            w0[0] += float(np.sum(w0s - w0[0]))
+                            g_w0[0] += float(np.sum(g_w0s - g_w0[0]))
                     total += part
                     rows += y.shape[0]
                     if not math.isfinite(part):
@@ -829,7 +851,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
             if tracker.record(entry, metric, lambda: (float(w0[0]), w.copy(), V.copy())):
                 break
     info["epoch_seconds"] = epoch_seconds
-    tracker.finish(model._set_params, (float(w0[0]), w, V))
+    tracker.finish(model._set_params, (float(w0[0]), w.copy(), V.copy()))
 
 
 def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_matrix, valid: Any,
@@ -861,6 +883,15 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
     opt = K.OPT_ADAGRAD if model.optimizer == "adagrad" else K.OPT_SGD
     n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
     l2_w, l2_v = model._l2_linear(), model._l2_factors()
+    strata = None
+    if n_threads > 1:  # the reproducible parallel schedule, chunk by chunk (fmrec.model._strata)
+        from fmrec.model._strata import Strata, id_columns, pairwise_arrays
+
+        strata = Strata(n_threads, n_features, id_columns(enc))
+        pa = pairwise_arrays(strata, U, It)
+        ui, ip, ii, idata = pa["ui"], pa["ip"], pa["ii"], pa["idata"]
+        w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
+        w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
     model.w0_ = 0.0
     model.y_range_ = (0.0, 1.0)
     model.n_features_in_ = n_features
@@ -882,10 +913,21 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
                 pos_u = np.searchsorted(pos_indptr, e, side="right").astype(np.int64) - 1
                 pos_i = pos_indices[e].astype(np.int64)
                 order = np.arange(e.shape[0], dtype=np.int64)
-                total += K.pairwise_epoch(
-                    up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds + c,
-                    loss_kind, int(model.max_sampled), opt, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
-                )
+                if strata is None:
+                    total += K.pairwise_epoch(
+                        up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, order, seeds + c,
+                        loss_kind, int(model.max_sampled), opt, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
+                    )
+                    continue
+                for s_, (rows_, bounds, blocks) in enumerate(strata.rounds(order, pos_u, pos_i)):
+                    strata.begin_round(w_e, V_e, g_w_e, g_V_e)
+                    total += K.pairwise_round(
+                        up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, rows_, bounds,
+                        seeds + c * strata.n_rounds + s_, loss_kind, int(model.max_sampled), opt,
+                        w_e, V_e, g_w_e, g_V_e, lr_w, lr_v, l2_w, l2_v, enc.n_items, pa["pools"], pa["pool_off"],
+                        blocks,
+                    )
+                    strata.end_round(w_e, V_e, g_w_e, g_V_e)
                 if not math.isfinite(total):
                     raise _diverged(model, epoch, total, lr_v)
                 _progress(model, epoch, c, n_chunks, min(nnz, (c + 1) * chunk), nnz, start)
@@ -903,4 +945,4 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
             if tracker.record(entry, metric, lambda: (0.0, w.copy(), V.copy())):
                 break
     info["epoch_seconds"] = epoch_seconds
-    tracker.finish(model._set_params, (0.0, w, V))
+    tracker.finish(model._set_params, (0.0, w.copy(), V.copy()))

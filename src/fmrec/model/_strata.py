@@ -1,0 +1,157 @@
+"""Reproducible multi-threaded SGD: a fixed schedule instead of Hogwild races.
+
+Private module.  With ``T`` threads, lock-free Hogwild updates race on shared
+parameters, so the same seed gives a different model on every run.  Here every
+thread owns what it writes during a *round*, and shared parameters are merged in
+a fixed order after it, so the model depends on the seed and ``T`` only:
+
+- Rows are (user, item) pairs.  Users go to user block ``u % T``, items to item
+  block ``i % T`` (DSGD, Gemulla et al., KDD 2011).  An epoch has ``T`` rounds;
+  in round ``s`` thread ``t`` processes, in the epoch's shuffled order, the rows
+  of stratum ``(t, (t + s) % T)``.  Two threads never touch the same user-ID or
+  item-ID column in a round.
+- Every other column (``w0``, side features, implicit and context fields) is
+  *shared*: each thread works on its own copy during a round (stored after the
+  real columns of the parameter arrays, so the compiled kernels run unchanged on
+  remapped column indices); after the round each shared parameter becomes
+  ``G + sum_t (P_t - G)`` in thread order (AdaGrad accumulators too).
+- Without user/item structure (a plain design matrix) every column is shared,
+  rows go to threads round-robin and an epoch has ``UNSTRUCTURED_ROUNDS`` rounds.
+
+Ranking (BPR/WARP) draws a positive's negatives from the positive's item block,
+so the sampled item is owned by the same thread; over an epoch every block is
+visited.  ``T = 1`` is the plain sequential schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+UNSTRUCTURED_ROUNDS = 4
+
+
+class Strata:
+    """Schedule and private-copy bookkeeping for ``n_threads`` threads.
+
+    ``exclusive``: bool per design column, True for columns only ever touched by
+    rows of one user block or one item block (the ID one-hot columns).
+    ``structured``: rows carry user and item blocks (``u % T``, ``i % T``);
+    otherwise rows go to threads round-robin and every column must be shared.
+    """
+
+    def __init__(self, n_threads: int, n_features: int, exclusive: np.ndarray, structured: bool = True) -> None:
+        self.T = int(n_threads)
+        self.n = int(n_features)
+        self.structured = bool(structured)
+        self.shared = np.flatnonzero(~np.asarray(exclusive, dtype=bool)).astype(np.int64)
+        self.n_shared = len(self.shared)
+        self.slot = np.full(self.n, -1, dtype=np.int64)
+        self.slot[self.shared] = np.arange(self.n_shared)
+        self.n_rounds = self.T if self.structured else UNSTRUCTURED_ROUNDS
+
+    # ------------------------------------------------------------ columns
+    def private_rows(self, t: int) -> np.ndarray:
+        """Rows of the extended parameter arrays holding thread t's copies of the shared columns."""
+        return self.n + t * self.n_shared + np.arange(self.n_shared, dtype=np.int64)
+
+    @property
+    def n_extended(self) -> int:
+        return self.n + self.T * self.n_shared
+
+    def remap(self, M: sp.csr_matrix, thread_of_row: np.ndarray) -> np.ndarray:
+        """Column indices of ``M`` with shared columns sent to the row's thread's copies."""
+        idx = M.indices.astype(np.int64)
+        t = np.repeat(np.asarray(thread_of_row, dtype=np.int64), np.diff(M.indptr))
+        sl = self.slot[idx]
+        out = np.where(sl >= 0, self.n + t * self.n_shared + sl, idx)
+        return out.astype(np.int32)
+
+    def extend(self, a: np.ndarray) -> np.ndarray:
+        """A parameter array with room for every thread's copies (rows after the real ones)."""
+        ext = np.zeros((self.n_extended,) + a.shape[1:], dtype=a.dtype)
+        ext[:self.n] = a
+        return ext
+
+    def begin_round(self, *arrays: np.ndarray) -> None:
+        if self.n_shared == 0:
+            return
+        for a in arrays:
+            g = a[self.shared]
+            for t in range(self.T):
+                a[self.private_rows(t)] = g
+
+    def end_round(self, *arrays: np.ndarray) -> None:
+        if self.n_shared == 0:
+            return
+        for a in arrays:
+            g = a[self.shared].astype(np.float64)
+            total = g.copy()
+            for t in range(self.T):  # fixed order: the merge is reproducible
+                total += a[self.private_rows(t)].astype(np.float64) - g
+            a[self.shared] = total.astype(a.dtype)
+
+    # ------------------------------------------------------------ rows
+    def thread_of(self, user_idx: np.ndarray | None, n_rows: int) -> np.ndarray:
+        """The thread that processes each row: its user block, or round-robin."""
+        if self.structured:
+            return np.asarray(user_idx, dtype=np.int64) % self.T
+        return np.arange(n_rows, dtype=np.int64) % self.T
+
+    def rounds(self, order: np.ndarray, user_idx: np.ndarray | None = None,
+               item_idx: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per round: (rows in processing order, (T, 2) bounds of each thread's slice,
+        (T,) item block each thread draws negatives from).  ``order`` is the epoch's
+        shuffled row order; ``user_idx``/``item_idx`` per row (structured only)."""
+        order = np.asarray(order, dtype=np.int64)
+        n_rows = len(order) if user_idx is None else len(user_idx)
+        thread = self.thread_of(user_idx, n_rows)[order]
+        col = None if not self.structured else (np.asarray(item_idx, dtype=np.int64) % self.T)[order]
+        out = []
+        for s in range(self.n_rounds):
+            parts, bounds, blocks = [], np.zeros((self.T, 2), dtype=np.int64), np.zeros(self.T, dtype=np.int64)
+            pos = 0
+            for t in range(self.T):
+                if self.structured:
+                    b = (t + s) % self.T
+                    sel = order[(thread == t) & (col == b)]
+                    blocks[t] = b
+                else:
+                    mine = order[thread == t]
+                    sel = mine[s * len(mine) // self.n_rounds:(s + 1) * len(mine) // self.n_rounds]
+                parts.append(sel)
+                bounds[t] = (pos, pos + len(sel))
+                pos += len(sel)
+            out.append((np.concatenate(parts), bounds, blocks))
+        return out
+
+
+def pairwise_arrays(strata: Strata, U: sp.csr_matrix, It: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """Kernel arrays for :func:`fmrec.model._kernels.pairwise_round`: user rows remapped
+    for their owning thread; item rows remapped once per thread and stacked (row
+    ``t * n_items + i``); item blocks as sampling pools."""
+    T, n_items = strata.T, It.shape[0]
+    ip = It.indptr.astype(np.int64)
+    item_block = np.arange(n_items) % T
+    pool_off = np.zeros(T + 1, dtype=np.int64)
+    np.cumsum(np.bincount(item_block, minlength=T), out=pool_off[1:])
+    return {
+        "ui": strata.remap(U, np.arange(U.shape[0]) % T),
+        "ip": np.concatenate([ip[:-1] + t * ip[-1] for t in range(T)] + [ip[-1:] * T]).astype(np.int64),
+        "ii": np.concatenate([strata.remap(It, np.full(n_items, t)) for t in range(T)]),
+        "idata": np.tile(It.data.astype(np.float32), T),
+        "pools": np.argsort(item_block, kind="stable").astype(np.int64),
+        "pool_off": pool_off,
+    }
+
+
+def id_columns(encoder) -> np.ndarray:
+    """Bool mask of an encoder's user-ID and item-ID one-hot columns."""
+    mask = np.zeros(encoder.n_features, dtype=bool)
+    for name in ("user", "item"):
+        f = encoder._field(name)
+        mask[f.offset:f.offset + f.size] = True
+    return mask
+
+
+__all__ = ["Strata", "UNSTRUCTURED_ROUNDS", "id_columns", "pairwise_arrays"]
