@@ -77,6 +77,16 @@ def posterior_normal(theta, s_hh, s_he, alpha, mu, lam):
 
 
 @njit(cache=True, nogil=True)
+def draw_normal(theta, s_hh, s_he, alpha, mu, lam, z):
+    """Mean of :func:`posterior_normal` plus ``z`` standard deviations (``z = 0``: the
+    ridge / ALS update; a parameter with no precision keeps its value)."""
+    mean, prec = posterior_normal(theta, s_hh, s_he, alpha, mu, lam)
+    if z != 0.0 and prec > 0.0:
+        return mean + z / math.sqrt(prec)
+    return mean
+
+
+@njit(cache=True, nogil=True)
 def coord_ls(colptr, rows, vals, l, theta, is_v, c, alpha, mu, lam, z):
     """Least-squares / Gibbs update of ``w_l`` (``is_v=False``) or ``v_lf`` (``is_v=True``).
 
@@ -103,10 +113,7 @@ def coord_ls(colptr, rows, vals, l, theta, is_v, c, alpha, mu, lam, z):
             x = np.float64(vals[p])
             s_hh += x * x
             s_he += x * c[i, 0]
-    mean, prec = posterior_normal(theta, s_hh, s_he, alpha, mu, lam)
-    new = mean
-    if z != 0.0 and prec > 0.0:
-        new = mean + z / math.sqrt(prec)
+    new = draw_normal(theta, s_hh, s_he, alpha, mu, lam, z)
     d = new - theta
     if d != 0.0:
         if is_v:
@@ -321,8 +328,8 @@ def als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, w0, w, Vt, c,
 
 
 # ------------------------------------------------------------------ Python layer
-def design_arrays(X: sp.spmatrix, name: str = "X") -> tuple[sp.csr_matrix, tuple, tuple]:
-    """Validated CSR + CSC arrays ``(indptr int64, indices int32, data float32)`` of ``X``."""
+def canonical_csr(X: sp.spmatrix, name: str = "X") -> sp.csr_matrix:
+    """A float32 CSR copy with summed duplicates and sorted indices; non-finite values raise."""
     if not sp.issparse(X):
         raise DataError(f"{name} must be a scipy.sparse matrix, got {type(X).__name__}")
     M = sp.csr_matrix(X, dtype=np.float32, copy=True)
@@ -330,6 +337,12 @@ def design_arrays(X: sp.spmatrix, name: str = "X") -> tuple[sp.csr_matrix, tuple
     M.sort_indices()
     if not np.all(np.isfinite(M.data)):
         raise DataError(f"{name} holds non-finite values")
+    return M
+
+
+def design_arrays(X: sp.spmatrix, name: str = "X") -> tuple[sp.csr_matrix, tuple, tuple]:
+    """Validated CSR + CSC arrays ``(indptr int64, indices int32, data float32)`` of ``X``."""
+    M = canonical_csr(X, name)
     C = M.tocsc()
     C.sort_indices()
     csr = (np.ascontiguousarray(M.indptr, dtype=np.int64), np.ascontiguousarray(M.indices, dtype=np.int32),

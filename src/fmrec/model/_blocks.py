@@ -29,7 +29,6 @@ synchronised once per block and factor in O(n_rows).  An iteration costs
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,7 @@ import scipy.sparse as sp
 from numba import njit
 
 from fmrec.errors import DataError
-from fmrec.model._als import posterior_normal
+from fmrec.model._als import canonical_csr, draw_normal
 
 
 @dataclass
@@ -52,13 +51,7 @@ class BlockDesign:
         fixed = []
         n_rows = None
         for n, (B, m) in enumerate(self.blocks):
-            if not sp.issparse(B):
-                raise DataError(f"block {n} must be a scipy.sparse matrix, got {type(B).__name__}")
-            B = sp.csr_matrix(B, dtype=np.float32, copy=True)
-            B.sum_duplicates()
-            B.sort_indices()
-            if not np.all(np.isfinite(B.data)):
-                raise DataError(f"block {n} holds non-finite values")
+            B = canonical_csr(B, f"block {n}")
             m = np.ascontiguousarray(np.asarray(m).ravel(), dtype=np.int64)
             if n_rows is None:
                 n_rows = m.shape[0]
@@ -210,10 +203,7 @@ def sweep_w_blocks(col_off, r_off, nz_off, cp_off, colptr, rowidx, vals, maps, c
                 s_hh += x * x * cnt[r]
                 s_he += x * E[r]
             theta = w[l]
-            mean, prec = posterior_normal(theta, s_hh, s_he, alpha, mu_w[g], lam_w[g])
-            new = mean
-            if z != 0.0 and prec > 0.0:
-                new = mean + z / math.sqrt(prec)
+            new = draw_normal(theta, s_hh, s_he, alpha, mu_w[g], lam_w[g], z)
             d = new - theta
             if d != 0.0:
                 for p in range(lo, hi):
@@ -281,10 +271,7 @@ def sweep_v_blocks(col_off, r_off, nz_off, rp_off, cp_off, indptr, indices, data
                 a = qb[r] - theta * x
                 s_hh += x * x * (cnt[r] * a * a + 2.0 * a * O[r] + OO[r])
                 s_he += x * (a * E[r] + EO[r])
-            mean, prec = posterior_normal(theta, s_hh, s_he, alpha, mu_v[g], lam_v[g])
-            new = mean
-            if z != 0.0 and prec > 0.0:
-                new = mean + z / math.sqrt(prec)
+            new = draw_normal(theta, s_hh, s_he, alpha, mu_v[g], lam_v[g], z)
             d = new - theta
             if d != 0.0:
                 for p in range(lo, hi):

@@ -137,6 +137,28 @@ def _draw_group_hyper(values, members, offsets, mu, lam, alpha_0, beta_0, gamma_
 
 
 @njit(cache=True, nogil=True)
+def _residuals_noise_bias(yhat, y, binary, c, w0, alpha, alpha_0, gamma_0, mu_0, lambda_w0):
+    """First steps of a sweep: residuals ``c[:, 0]`` against the targets (binary: the
+    freshly drawn latent ``z``), the noise precision (binary: fixed to 1), then
+    ``w0``.  Returns the precision."""
+    n_rows = y.shape[0]
+    if binary:
+        draw_latent(yhat, y, c)
+        alpha[0] = 1.0
+    else:
+        sse = 0.0
+        for i in range(n_rows):
+            d = yhat[i] - y[i]
+            c[i, 0] = d
+            sse += d * d
+        shape, rate = alpha_posterior(sse, n_rows, alpha_0, gamma_0)
+        alpha[0] = np.random.gamma(shape, 1.0 / rate)
+    a = alpha[0]
+    w0[0] = coord_ls_w0(w0[0], c, a, mu_0, lambda_w0, np.random.standard_normal())
+    return a
+
+
+@njit(cache=True, nogil=True)
 def gibbs_iteration(
     indptr, indices, data, colptr, rows, vals, y, binary, groups, members, offsets,
     w0, w, Vt, alpha, mu_w, lam_w, mu_v, lam_v, yhat, c, sums,
@@ -153,21 +175,7 @@ def gibbs_iteration(
     n_rows = y.shape[0]
     n = w.shape[0]
     k = Vt.shape[0]
-    # latent targets / residuals, noise precision
-    if binary:
-        draw_latent(yhat, y, c)
-        alpha[0] = 1.0
-    else:
-        sse = 0.0
-        for i in range(n_rows):
-            d = yhat[i] - y[i]
-            c[i, 0] = d
-            sse += d * d
-        shape, rate = alpha_posterior(sse, n_rows, alpha_0, gamma_0)
-        alpha[0] = np.random.gamma(shape, 1.0 / rate)
-    a = alpha[0]
-    # global bias
-    w0[0] = coord_ls_w0(w0[0], c, a, mu_0, lambda_w0, np.random.standard_normal())
+    a = _residuals_noise_bias(yhat, y, binary, c, w0, alpha, alpha_0, gamma_0, mu_0, lambda_w0)
     # linear terms
     _draw_group_hyper(w, members, offsets, mu_w, lam_w, alpha_0, beta_0, gamma_0, mu_0)
     for l in range(n):
@@ -199,21 +207,8 @@ def gibbs_iteration_blocks(
     conditionals drawn in the same order with the same random numbers, from
     per-block-row aggregates (see :mod:`fmrec.model._blocks`)."""
     np.random.seed(seed)
-    n_rows = y.shape[0]
     k = Vt.shape[0]
-    if binary:
-        draw_latent(yhat, y, c)
-        alpha[0] = 1.0
-    else:
-        sse = 0.0
-        for i in range(n_rows):
-            d = yhat[i] - y[i]
-            c[i, 0] = d
-            sse += d * d
-        shape, rate = alpha_posterior(sse, n_rows, alpha_0, gamma_0)
-        alpha[0] = np.random.gamma(shape, 1.0 / rate)
-    a = alpha[0]
-    w0[0] = coord_ls_w0(w0[0], c, a, mu_0, lambda_w0, np.random.standard_normal())
+    a = _residuals_noise_bias(yhat, y, binary, c, w0, alpha, alpha_0, gamma_0, mu_0, lambda_w0)
     _draw_group_hyper(w, members, offsets, mu_w, lam_w, alpha_0, beta_0, gamma_0, mu_0)
     sweep_w_blocks(col_off, r_off, nz_off, cp_off, colptr, rowidx, vals, maps, counts,
                    groups, w, c, a, mu_w, lam_w, E, L)
