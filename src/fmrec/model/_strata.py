@@ -25,6 +25,8 @@ visited.  ``T = 1`` is the plain sequential schedule.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -90,6 +92,53 @@ class Strata:
             for t in range(self.T):  # fixed order: the merge is reproducible
                 total += a[self.private_rows(t)].astype(np.float64) - g
             a[self.shared] = total.astype(a.dtype)
+
+    def attach(self, *params: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Extend the parameter arrays (``w, V, g_w, g_V``) with the thread copies; returns
+        views of their real rows (what the caller keeps using as ``w, V, ...``)."""
+        self.params = tuple(self.extend(a) for a in params)
+        return tuple(a[:self.n] for a in self.params)
+
+    def sgd_epoch(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, y: np.ndarray,
+                  order: np.ndarray, user_idx: np.ndarray | None, item_idx: np.ndarray | None,
+                  task: int, optimizer: int, w0: np.ndarray, g_w0: np.ndarray,
+                  lr: tuple[float, float, float], l2: tuple[float, float, float]) -> float:
+        """Every round of one epoch of regression/binary SGD (``indices`` from :meth:`remap`)."""
+        from fmrec.model import _kernels as K
+
+        w0s, g_w0s = np.zeros(self.T), np.zeros(self.T)
+        total = 0.0
+        for rows, bounds, _ in self.rounds(order, user_idx, item_idx):
+            self.begin_round(*self.params)
+            w0s[:], g_w0s[:] = w0[0], g_w0[0]
+            w_e, V_e, g_w_e, g_V_e = self.params
+            total += K.sgd_round(indptr, indices, data, y, rows, bounds, task, optimizer,
+                                 w0s, w_e, V_e, g_w0s, g_w_e, g_V_e, *lr, *l2)
+            self.end_round(*self.params)
+            w0[0] += float(np.sum(w0s - w0[0]))
+            g_w0[0] += float(np.sum(g_w0s - g_w0[0]))
+        return total
+
+    def pairwise_epoch(self, up: np.ndarray, ud: np.ndarray, arrays: dict[str, np.ndarray],
+                       pos_u: np.ndarray, pos_i: np.ndarray, pos_indptr: np.ndarray, pos_indices: np.ndarray,
+                       order: np.ndarray, seeds: Any, loss_kind: int, max_sampled: int, optimizer: int,
+                       lr: tuple[float, float], l2: tuple[float, float], n_items: int) -> float:
+        """Every round of one BPR/WARP pass over ``order`` (``arrays`` from
+        :func:`pairwise_arrays`); ``seeds(s)`` gives round s's (T,) seeds."""
+        from fmrec.model import _kernels as K
+
+        total = 0.0
+        for s, (rows, bounds, blocks) in enumerate(self.rounds(order, pos_u, pos_i)):
+            sd = seeds(s)
+            self.begin_round(*self.params)
+            w_e, V_e, g_w_e, g_V_e = self.params
+            total += K.pairwise_round(
+                up, arrays["ui"], ud, arrays["ip"], arrays["ii"], arrays["idata"], pos_u, pos_i, pos_indptr,
+                pos_indices, rows, bounds, sd, loss_kind, max_sampled, optimizer, w_e, V_e, g_w_e, g_V_e,
+                *lr, *l2, n_items, arrays["pools"], arrays["pool_off"], blocks,
+            )
+            self.end_round(*self.params)
+        return total
 
     # ------------------------------------------------------------ rows
     def thread_of(self, user_idx: np.ndarray | None, n_rows: int) -> np.ndarray:

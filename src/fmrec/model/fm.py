@@ -429,9 +429,7 @@ class FactorizationMachine:
             row_u = X.user_idx if structured else None
             row_i = X.item_idx if structured else None
             indices = strata.remap(M, strata.thread_of(row_u, M.shape[0]))
-            w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
-            w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
-            w0s, g_w0s = np.zeros(T), np.zeros(T)
+            w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
         l2 = (float(self.l2_bias), self._l2_linear(), self._l2_factors())
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
@@ -443,15 +441,8 @@ class FactorizationMachine:
                         w0, w, V, g_w0, g_w, g_V, lr_b, lr_w, lr_v, *l2, 1,
                     )
                 else:
-                    total = 0.0
-                    for rows, bounds, _ in strata.rounds(order, row_u, row_i):
-                        strata.begin_round(w_e, V_e, g_w_e, g_V_e)
-                        w0s[:], g_w0s[:] = w0[0], g_w0[0]
-                        total += K.sgd_round(indptr, indices, data, y64, rows, bounds, task, opt,
-                                             w0s, w_e, V_e, g_w0s, g_w_e, g_V_e, lr_b, lr_w, lr_v, *l2)
-                        strata.end_round(w_e, V_e, g_w_e, g_V_e)
-                        w0[0] += float(np.sum(w0s - w0[0]))
-                        g_w0[0] += float(np.sum(g_w0s - g_w0[0]))
+                    total = strata.sgd_epoch(indptr, indices, data, y64, order, row_u, row_i, task, opt,
+                                             w0, g_w0, (lr_b, lr_w, lr_v), l2)
                 loss = total / M.shape[0]
                 if not math.isfinite(loss) or not (np.isfinite(w0[0]) and np.isfinite(w).all() and np.isfinite(V).all()):
                     raise DivergenceError(
@@ -636,9 +627,7 @@ class FactorizationMachine:
             n_items = enc.n_items
             strata = Strata(T, n_features, id_columns(enc))
             pa = pairwise_arrays(strata, U, It)
-            ui, ip, ii, idata, pools, pool_off = (pa[k_] for k_ in ("ui", "ip", "ii", "idata", "pools", "pool_off"))
-            w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
-            w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
+            w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
         l2 = (self._l2_linear(), self._l2_factors())
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
@@ -651,16 +640,11 @@ class FactorizationMachine:
                         loss_kind, int(self.max_sampled), opt, w, V, g_w, g_V, lr_w, lr_v, *l2,
                     )
                 else:
-                    total = 0.0
-                    for rows, bounds, blocks in strata.rounds(order, pos_u, pos_i):
-                        seeds = rng.integers(0, 2**31 - 1, size=T).astype(np.int64)
-                        strata.begin_round(w_e, V_e, g_w_e, g_V_e)
-                        total += K.pairwise_round(
-                            up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, rows, bounds, seeds,
-                            loss_kind, int(self.max_sampled), opt, w_e, V_e, g_w_e, g_V_e, lr_w, lr_v, *l2,
-                            n_items, pools, pool_off, blocks,
-                        )
-                        strata.end_round(w_e, V_e, g_w_e, g_V_e)
+                    total = strata.pairwise_epoch(
+                        up, ud, pa, pos_u, pos_i, pos_indptr, pos_indices, order,
+                        lambda s_: rng.integers(0, 2**31 - 1, size=T).astype(np.int64),
+                        loss_kind, int(self.max_sampled), opt, (lr_w, lr_v), l2, n_items,
+                    )
                 loss = total / pos.nnz
                 if not math.isfinite(loss) or not (np.isfinite(w).all() and np.isfinite(V).all()):
                     raise DivergenceError(

@@ -786,9 +786,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
         from fmrec.model._strata import Strata, id_columns
 
         strata = Strata(n_threads, n_features, id_columns(enc))
-        w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
-        w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
-        w0s, g_w0s = np.zeros(n_threads), np.zeros(n_threads)
+        w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
 
     def encoded(order: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
         for u, i, r in source.batches(order):
@@ -820,15 +818,8 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
                         part = K.sgd_epoch(indptr, indices, data, y, perm, task, opt, w0, w, V, g_w0, g_w, g_V,
                                            lr_b, lr_w, lr_v, l2_b, l2_w, l2_v, 1)
                     else:
-                        part = 0.0
-                        for rows_, bounds, _ in strata.rounds(perm, bu, bi):
-                            strata.begin_round(w_e, V_e, g_w_e, g_V_e)
-                            w0s[:], g_w0s[:] = w0[0], g_w0[0]
-                            part += K.sgd_round(indptr, indices, data, y, rows_, bounds, task, opt, w0s, w_e, V_e,
-                                                g_w0s, g_w_e, g_V_e, lr_b, lr_w, lr_v, l2_b, l2_w, l2_v)
-                            strata.end_round(w_e, V_e, g_w_e, g_V_e)
-                            w0[0] += float(np.sum(w0s - w0[0]))
-                            g_w0[0] += float(np.sum(g_w0s - g_w0[0]))
+                        part = strata.sgd_epoch(indptr, indices, data, y, perm, bu, bi, task, opt, w0, g_w0,
+                                                (lr_b, lr_w, lr_v), (l2_b, l2_w, l2_v))
                     total += part
                     rows += y.shape[0]
                     if not math.isfinite(part):
@@ -889,9 +880,7 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
 
         strata = Strata(n_threads, n_features, id_columns(enc))
         pa = pairwise_arrays(strata, U, It)
-        ui, ip, ii, idata = pa["ui"], pa["ip"], pa["ii"], pa["idata"]
-        w_e, V_e, g_w_e, g_V_e = (strata.extend(a) for a in (w, V, g_w, g_V))
-        w, V, g_w, g_V = w_e[:n_features], V_e[:n_features], g_w_e[:n_features], g_V_e[:n_features]
+        w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
     model.w0_ = 0.0
     model.y_range_ = (0.0, 1.0)
     model.n_features_in_ = n_features
@@ -919,15 +908,11 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
                         loss_kind, int(model.max_sampled), opt, w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v,
                     )
                     continue
-                for s_, (rows_, bounds, blocks) in enumerate(strata.rounds(order, pos_u, pos_i)):
-                    strata.begin_round(w_e, V_e, g_w_e, g_V_e)
-                    total += K.pairwise_round(
-                        up, ui, ud, ip, ii, idata, pos_u, pos_i, pos_indptr, pos_indices, rows_, bounds,
-                        seeds + c * strata.n_rounds + s_, loss_kind, int(model.max_sampled), opt,
-                        w_e, V_e, g_w_e, g_V_e, lr_w, lr_v, l2_w, l2_v, enc.n_items, pa["pools"], pa["pool_off"],
-                        blocks,
-                    )
-                    strata.end_round(w_e, V_e, g_w_e, g_V_e)
+                total += strata.pairwise_epoch(
+                    up, ud, pa, pos_u, pos_i, pos_indptr, pos_indices, order,
+                    lambda s_, c=c: seeds + c * strata.n_rounds + s_,
+                    loss_kind, int(model.max_sampled), opt, (lr_w, lr_v), (l2_w, l2_v), enc.n_items,
+                )
                 if not math.isfinite(total):
                     raise _diverged(model, epoch, total, lr_v)
                 _progress(model, epoch, c, n_chunks, min(nnz, (c + 1) * chunk), nnz, start)
