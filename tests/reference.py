@@ -49,12 +49,15 @@ def sgd_step_naive(x: np.ndarray, y: float, task: str, params: dict, lr: tuple, 
             return value - rate * grad / (math.sqrt(acc[idx]) + 1e-8)
         return value - rate * grad
 
+    # the linear and factor penalties may be one number or one per column
+    l2_w = np.broadcast_to(np.asarray(l2[1], dtype=np.float64), (len(x),))
+    l2_v = np.broadcast_to(np.asarray(l2[2], dtype=np.float64), (len(x),))
     w0[0] = step(w0[0], g + l2[0] * w0[0], gw0, (0,), lr[0])
     for j in nz:
-        w[j] = step(w[j], g * x[j] + l2[1] * w[j], gw, (j,), lr[1])
+        w[j] = step(w[j], g * x[j] + l2_w[j] * w[j], gw, (j,), lr[1])
         for f in range(V.shape[1]):
             v = float(V[j, f])
-            grad = g * x[j] * (sums[f] - v * x[j]) + l2[2] * v
+            grad = g * x[j] * (sums[f] - v * x[j]) + l2_v[j] * v
             V[j, f] = step(v, grad, gV, (j, f), lr[2])
     return loss
 

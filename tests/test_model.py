@@ -58,7 +58,9 @@ def test_sgd_epoch_matches_naive_steps(task: str, optimizer: str) -> None:
     ref = {"w0": w0.copy(), "w": w.astype(np.float64), "V": V.astype(np.float64),
            "g_w0": np.zeros(1), "g_w": np.zeros(n_cols), "g_V": np.zeros((n_cols, k))}
     order = rng.permutation(n).astype(np.int64)
-    lr, l2 = (0.05, 0.04, 0.03), (0.0, 0.01, 0.02)
+    # per-column penalties (one field pair per column here), as field_l2 produces them
+    lr, l2 = (0.05, 0.04, 0.03), (0.0, rng.uniform(0, 0.05, n_cols).astype(np.float32),
+                                  rng.uniform(0, 0.05, n_cols).astype(np.float32))
     dense = X.toarray()
     ref_loss = sum(sgd_step_naive(dense[r], y[r], task, ref, lr, l2, optimizer) for r in order)
     g_w0, g_w, g_V = np.zeros(1), np.zeros(n_cols, np.float32), np.zeros((n_cols, k), np.float32)

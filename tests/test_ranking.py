@@ -51,7 +51,7 @@ def test_pair_update_matches_finite_difference_gradient() -> None:
     K._pair_update(U.indptr.astype(np.int64), U.indices.astype(np.int32), U.data, 0,
                    It.indptr.astype(np.int64), It.indices.astype(np.int32), It.data, 0, 1, g, K.OPT_SGD,
                    w2, V2, np.zeros(n_feat, np.float32), np.zeros((n_feat, k), np.float32),
-                   lr, lr, 0.0, 0.0, p_u, q_i, q_j)
+                   lr, lr, np.zeros(n_feat, np.float32), np.zeros(n_feat, np.float32), p_u, q_i, q_j)
     np.testing.assert_allclose((V2 - V) / (-lr * g), grad_V, rtol=2e-2, atol=2e-2)
     np.testing.assert_allclose((w2 - w) / (-lr * g), grad_w, rtol=2e-2, atol=2e-2)
 

@@ -405,11 +405,12 @@ def test_one_als_epoch_equals_reference_coordinate_sweep(task: str) -> None:
     X, y, w0, w, V = tiny_problem(seed=4)
     if task == "binary":
         y = (y > np.median(y)).astype(np.float64)
-    lam = (0.3, 0.6, 0.9)
+    n_cols = X.shape[1]
+    lam = (0.3, np.linspace(0.2, 1.0, n_cols), np.linspace(1.5, 0.5, n_cols))  # per-column penalties
     # reference: the coordinates one after the other, each by brute force
     r0, rw, rV = w0, w.copy(), V.copy()
     for param in epoch_order(X.shape[1], V.shape[1]):
-        l2 = lam[{"w0": 0, "w": 1, "v": 2}[param[0]]]
+        l2 = lam[0] if param[0] == "w0" else lam[1 if param[0] == "w" else 2][param[1]]
         if task == "regression":
             new, _ = gaussian_conditional(X, y, r0, rw, rV, param, 1.0, 0.0, l2)
         else:

@@ -100,7 +100,8 @@ def test_strata_rounds_equal_the_schedule_written_out() -> None:
     params = {"w0": np.array([3.0]), "w": np.zeros(n, np.float32),
               "V": (rng.normal(size=(n, k)) * 0.1).astype(np.float32),
               "g_w0": np.zeros(1), "g_w": np.zeros(n, np.float32), "g_V": np.zeros((n, k), np.float32)}
-    lr, l2 = (0.05, 0.05, 0.05), (0.0, 0.01, 0.02)
+    lr = (0.05, 0.05, 0.05)
+    l2 = (0.0, rng.uniform(0, 0.05, n).astype(np.float32), rng.uniform(0, 0.05, n).astype(np.float32))
     order = rng.permutation(M.shape[0])
     want = strata_epoch_reference(M.toarray(), y, data.user_idx, data.item_idx, T, order, copy.deepcopy(params),
                                   lr, l2)
@@ -111,11 +112,12 @@ def test_strata_rounds_equal_the_schedule_written_out() -> None:
     w_e, V_e, gw_e, gV_e = (strata.extend(params[key].copy()) for key in ("w", "V", "g_w", "g_V"))
     w0, g_w0 = params["w0"].copy(), params["g_w0"].copy()
     w0s, g_w0s = np.zeros(T), np.zeros(T)
+    l2_ext = (l2[0], *strata.penalties(l2[1], l2[2]))  # each thread copy keeps its column's penalty
     for rows, bounds, _ in strata.rounds(order, data.user_idx, data.item_idx):
         strata.begin_round(w_e, V_e, gw_e, gV_e)
         w0s[:], g_w0s[:] = w0[0], g_w0[0]
         K.sgd_round(M.indptr.astype(np.int64), idx, M.data.astype(np.float32), y, rows, bounds,
-                    K.TASK_REGRESSION, K.OPT_ADAGRAD, w0s, w_e, V_e, g_w0s, gw_e, gV_e, *lr, *l2)
+                    K.TASK_REGRESSION, K.OPT_ADAGRAD, w0s, w_e, V_e, g_w0s, gw_e, gV_e, *lr, *l2_ext)
         strata.end_round(w_e, V_e, gw_e, gV_e)
         w0[0] += np.sum(w0s - w0[0])
         g_w0[0] += np.sum(g_w0s - g_w0[0])
@@ -149,3 +151,47 @@ def test_streaming_with_two_threads_is_reproducible(tmp_path) -> None:
         a, b = (FactorizationMachine(n_factors=3, n_epochs=3, n_threads=2, random_state=0, **kw)
                 .fit_parquet(tmp_path / "d.parquet", batch_rows=150) for _ in range(2))
         np.testing.assert_array_equal(a.V_, b.V_)
+
+
+# ------------------------------------------------------------------ per-field L2 (SGD, ALS)
+@pytest.mark.parametrize("solver", ["sgd", "als"])
+def test_field_l2_penalises_only_the_named_field(solver: str) -> None:
+    from fmrec.data.features import FeatureTable
+
+    data, users, items = data_with_features(4)
+    it = FeatureTable.from_frame(items, "item_id", {"genre": "categorical"})
+    kw = dict(n_factors=3, n_epochs=8, solver=solver, random_state=0)
+    free = FactorizationMachine(**kw).fit(data, item_features=it)
+    tied = FactorizationMachine(**kw, field_l2={"item:genre": 1e4}).fit(data, item_features=it)
+    f = free.encoder_._field("item:genre")
+    genre = slice(f.offset, f.offset + f.size)
+    assert np.abs(tied.V_[genre]).max() < 0.05 * np.abs(free.V_[genre]).max()
+    assert np.abs(tied.w_[genre]).max() < 0.05 * max(np.abs(free.w_[genre]).max(), 1e-6)
+    # naming a field with the default penalties changes nothing: the mapping touches only that field
+    same = FactorizationMachine(**kw, field_l2={"item:genre": (free._l2_linear(), free._l2_factors())}).fit(
+        data, item_features=it)
+    np.testing.assert_array_equal(same.V_, free.V_)
+    np.testing.assert_array_equal(same.w_, free.w_)
+
+
+def test_field_l2_errors_and_cli(tmp_path, capsys) -> None:
+    from fmrec.cli.main import main
+    from fmrec.errors import ConfigError
+    from fmrec.model import load_model
+
+    data, _, _ = data_with_features(5)
+    with pytest.raises(ConfigError, match="unknown field 'item:colour'.*'user', 'item'"):
+        FactorizationMachine(n_epochs=1, field_l2={"item:colour": 1.0}).fit(data)
+    with pytest.raises(ConfigError, match="non-negative"):
+        FactorizationMachine(n_epochs=1, field_l2={"user": -1.0}).fit(data)
+    with pytest.raises(ConfigError, match="mcmc"):
+        FactorizationMachine(solver="mcmc", field_l2={"user": 1.0}).fit(data)
+    with pytest.raises(ConfigError, match="field layout"):
+        X = data.to_csr(binary=True)
+        FactorizationMachine(n_epochs=1, field_l2={"user": 1.0}).fit(X, np.ones(X.shape[0]))
+    data.to_frame().to_csv(tmp_path / "t.csv", index=False)
+    assert main(["-q", "train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m"), "--epochs", "2",
+                 "--field-l2", "user=0.5,item=0.1/0.2"]) == 0
+    assert load_model(tmp_path / "m").field_l2 == {"user": 0.5, "item": [0.1, 0.2]}
+    assert main(["train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m2"), "--field-l2", "user"]) == 1
+    assert "--field-l2: expected FIELD=L2" in capsys.readouterr().err

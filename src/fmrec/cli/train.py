@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="implicit-feedback fields from the training data (SVD++ style): user = the items "
                         "each user interacted with, item = the users of each item (default none; fast with "
                         "--solver mcmc, slow with sgd/als)")
+    p.add_argument("--field-l2", metavar="FIELD=L2[,FIELD=L2...]", default=None,
+                   help="SGD/ALS: L2 penalty per field, e.g. item:genres=0.001,user=0.05 (L2 = one value, or "
+                        "LINEAR/FACTORS); field names: user, item, user:<column>, item:<column>, "
+                        "user/implicit, item/implicit, context/day")
     p.add_argument("--context", choices=["none", "day"], default="none",
                    help="day = one-hot calendar day of each rating (needs timestamps; used by predict on "
                         "timestamped rows, not by recommend; regression/binary only)")
@@ -103,10 +107,32 @@ def _model(args: argparse.Namespace) -> Any:
         positive_threshold=args.positive_threshold, max_sampled=args.max_sampled,
         solver=args.solver, n_samples=args.n_samples, n_burn_in=args.burn_in,
         implicit=None if args.implicit == "none" else args.implicit,
+        field_l2=_field_l2(args.field_l2),
         context=None if args.context == "none" else args.context,
     )
     model._validate_params()  # bad options fail before anything is logged or trained
     return model
+
+
+def _field_l2(text: str | None) -> dict[str, Any] | None:
+    """``item:genres=0.001,user=0.05/0.1`` -> {"item:genres": 0.001, "user": (0.05, 0.1)}."""
+    from fmrec.errors import ConfigError
+
+    if not text:
+        return None
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            nums = [float(v) for v in value.split("/")]
+            if len(nums) not in (1, 2):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"--field-l2: expected FIELD=L2 or FIELD=LINEAR/FACTORS, got {part.strip()!r}") from None
+        out[name] = nums[0] if len(nums) == 1 else (nums[0], nums[1])
+    return out
 
 
 def _summary(model: Any, seconds: float, out: str) -> None:

@@ -191,11 +191,11 @@ def als_epoch_regression(indptr, indices, data, colptr, rows, vals, w0, w, Vt, c
     k = Vt.shape[0]
     w0[0] = coord_ls_w0(w0[0], c, 1.0, 0.0, l2_b, 0.0)
     for l in range(n):
-        w[l] = coord_ls(colptr, rows, vals, l, w[l], False, c, 1.0, 0.0, l2_w, 0.0)
+        w[l] = coord_ls(colptr, rows, vals, l, w[l], False, c, 1.0, 0.0, l2_w[l], 0.0)
     for f in range(k):
         factor_cache(indptr, indices, data, Vt, f, c)
         for l in range(n):
-            Vt[f, l] = coord_ls(colptr, rows, vals, l, Vt[f, l], True, c, 1.0, 0.0, l2_v, 0.0)
+            Vt[f, l] = coord_ls(colptr, rows, vals, l, Vt[f, l], True, c, 1.0, 0.0, l2_v[l], 0.0)
 
 
 # ------------------------------------------------------------------ ALS, binary
@@ -320,11 +320,11 @@ def als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, w0, w, Vt, c,
     k = Vt.shape[0]
     w0[0] = coord_logistic_w0(w0[0], c, y, l2_b)
     for l in range(n):
-        w[l] = coord_logistic(colptr, rows, vals, l, w[l], False, c, y, l2_w)
+        w[l] = coord_logistic(colptr, rows, vals, l, w[l], False, c, y, l2_w[l])
     for f in range(k):
         factor_cache(indptr, indices, data, Vt, f, c)
         for l in range(n):
-            Vt[f, l] = coord_logistic(colptr, rows, vals, l, Vt[f, l], True, c, y, l2_v)
+            Vt[f, l] = coord_logistic(colptr, rows, vals, l, Vt[f, l], True, c, y, l2_v[l])
 
 
 # ------------------------------------------------------------------ Python layer
@@ -383,6 +383,17 @@ def _check_nonneg(name: str, value: object) -> float:
     return v
 
 
+def per_column(name: str, value: object, n: int, dtype: type = np.float32) -> np.ndarray:
+    """An L2 penalty as one value per design column: a number for every column, or an
+    array of ``n`` non-negative numbers (e.g. one value per field)."""
+    if np.ndim(value) == 0:
+        return np.full(n, _check_nonneg(name, value), dtype=dtype)
+    a = np.asarray(value, dtype=np.float64)
+    if a.shape != (n,) or not np.all(np.isfinite(a)) or a.min(initial=0.0) < 0:
+        raise ConfigError(f"{name} must be a non-negative number or {n} non-negative numbers (one per column)")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
 def initial_factors(rng: np.random.Generator, n_features: int, k: int, init_std: float) -> np.ndarray:
     """Factor-major float64 ``Vt`` (k, n) drawn exactly like the SGD solver's ``V`` (float32 (n, k))."""
     V = (rng.standard_normal((n_features, k)) * init_std).astype(np.float32)
@@ -429,12 +440,12 @@ def fit_als(
     k = _check_int("n_factors", n_factors, 1)
     n_epochs = _check_int("n_epochs", n_epochs, 1)
     l2_b = _check_nonneg("l2_bias", l2_bias)
-    l2_w = _check_nonneg("l2_linear", l2_linear)
-    l2_v = _check_nonneg("l2_factors", l2_factors)
     init_std = _check_nonneg("init_std", init_std)
     M, (indptr, indices, data), (colptr, rows, vals) = design_arrays(X)
     t = check_targets(y, M.shape[0], task)
     n_rows, n = M.shape
+    l2_w = per_column("l2_linear", l2_linear, n, np.float64)
+    l2_v = per_column("l2_factors", l2_factors, n, np.float64)
     w0 = np.zeros(1, dtype=np.float64)
     w = np.zeros(n, dtype=np.float64)
     Vt = initial_factors(rng, n, k, init_std)
@@ -453,7 +464,8 @@ def fit_als(
         if not (np.isfinite(w0[0]) and np.isfinite(w).all() and np.isfinite(Vt).all()):
             raise DivergenceError(
                 f"ALS produced non-finite parameters at epoch {epoch}; raise the L2 penalties "
-                f"(l2_bias={l2_b}, l2_linear={l2_w}, l2_factors={l2_v}) or check the data scale"
+                f"(l2_bias={l2_b}, l2_linear={l2_w.min():g}..{l2_w.max():g}, "
+                f"l2_factors={l2_v.min():g}..{l2_v.max():g}) or check the data scale"
             )
         scores_into(indptr, indices, data, w0[0], w, np.ascontiguousarray(Vt.T), scores, sums)
         if task == "regression":

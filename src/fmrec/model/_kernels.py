@@ -2,6 +2,8 @@
 
 Design matrix rows come as CSR (``indptr`` int64, ``indices`` int32, ``data`` float32).
 Parameters: ``w0`` (1,) float64, ``w`` (n,) float32, ``V`` (n, k) float32.
+L2 penalties of linear and factor terms are per column (``l2_w``, ``l2_v``: (n,)
+float32), so every field can have its own; ``l2_b`` (the bias) is a scalar.
 Slow reference implementations live in ``tests/reference.py``.
 """
 
@@ -99,7 +101,7 @@ def _sgd_range(
         for p in range(indptr[r], indptr[r + 1]):
             j = indices[p]
             x = data[p]
-            gw = g * x + l2_w * w[j]
+            gw = g * x + l2_w[j] * w[j]
             if optimizer == OPT_ADAGRAD:
                 g_w[j] += gw * gw
                 w[j] -= lr_w * gw / (math.sqrt(g_w[j]) + _EPS)
@@ -107,7 +109,7 @@ def _sgd_range(
                 w[j] -= lr_w * gw
             for f in range(k):
                 v = V[j, f]
-                gv = g * x * (sums[f] - v * x) + l2_v * v
+                gv = g * x * (sums[f] - v * x) + l2_v[j] * v
                 if optimizer == OPT_ADAGRAD:
                     g_V[j, f] += gv * gv
                     V[j, f] = v - lr_v * gv / (math.sqrt(g_V[j, f]) + _EPS)
@@ -239,7 +241,7 @@ def _pair_update(
         x = udata[p]
         for f in range(k):
             v = V[l, f]
-            grad = g * x * (q_i[f] - q_j[f]) + l2_v * v
+            grad = g * x * (q_i[f] - q_j[f]) + l2_v[l] * v
             V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
     # positive item side: dy/dv_l = x_l (p_u + q_i - v_l x_l); dy/dw_l = x_l
     for side in range(2):
@@ -248,12 +250,12 @@ def _pair_update(
         for p in range(ip[it], ip[it + 1]):
             l = ii[p]
             x = idata[p]
-            gw = sign * g * x + l2_w * w[l]
+            gw = sign * g * x + l2_w[l] * w[l]
             w[l], g_w[l] = _adagrad(w[l], gw, g_w[l], lr_w, optimizer)
             for f in range(k):
                 v = V[l, f]
                 s = p_u[f] + (q_i[f] if side == 0 else q_j[f])
-                grad = sign * g * x * (s - v * x) + l2_v * v
+                grad = sign * g * x * (s - v * x) + l2_v[l] * v
                 V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
 
 

@@ -93,6 +93,15 @@ class Strata:
                 total += a[self.private_rows(t)].astype(np.float64) - g
             a[self.shared] = total.astype(a.dtype)
 
+    def penalties(self, *per_column: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Per-column L2 arrays extended so every thread copy has its column's penalty."""
+        out = []
+        for a in per_column:
+            ext = self.extend(a)
+            self.begin_round(ext)
+            out.append(ext)
+        return tuple(out)
+
     def attach(self, *params: np.ndarray) -> tuple[np.ndarray, ...]:
         """Extend the parameter arrays (``w, V, g_w, g_V``) with the thread copies; returns
         views of their real rows (what the caller keeps using as ``w, V, ...``)."""

@@ -89,6 +89,11 @@ class FactorizationMachine:
         with timestamps uses it; pairs without a time (``score_pairs``, the export,
         ``recommend``) and days unseen in training set no context column.  None
         (default) adds none.
+    field_l2 : SGD and ALS: L2 penalties per field, ``{field name: value}`` with a number
+        (linear and factor terms) or a ``(l2_linear, l2_factors)`` pair; fields not named
+        use ``l2_linear`` / ``l2_factors``.  Field names are the encoder's layout:
+        "user", "item", "user:<column>", "item:<column>", "user/implicit",
+        "item/implicit", "context/day".  (MCMC learns one prior per field instead.)
 
     Fitted attributes: ``w0_``, ``w_``, ``V_``, ``history_`` (list of per-epoch dicts),
     ``n_features_in_``, ``encoder_`` (ID maps; ``None`` when fit on a matrix),
@@ -125,6 +130,7 @@ class FactorizationMachine:
         deterministic: bool = False,
         implicit: str | None = None,
         context: str | None = None,
+        field_l2: dict[str, Any] | None = None,
     ) -> None:
         self.task = task
         self.n_factors = n_factors
@@ -154,6 +160,7 @@ class FactorizationMachine:
         self.deterministic = deterministic
         self.implicit = implicit
         self.context = context
+        self.field_l2 = field_l2
 
     # --------------------------------------------------------- sklearn plumbing
     @classmethod
@@ -211,6 +218,18 @@ class FactorizationMachine:
             raise ConfigError(f"patience must be a positive integer, got {self.patience!r}")
         if self.implicit not in (None, "none", "user", "item", "both"):
             raise ConfigError(f"implicit must be one of None, 'none', 'user', 'item', 'both'; got {self.implicit!r}")
+        if self.field_l2 is not None:
+            if not isinstance(self.field_l2, dict):
+                raise ConfigError(f"field_l2 must be a mapping of field name to penalty, got {self.field_l2!r}")
+            for name, v in self.field_l2.items():
+                pair = v if isinstance(v, (tuple, list)) else (v, v)
+                ok = len(pair) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                            and math.isfinite(x) and x >= 0 for x in pair)
+                if not ok:
+                    raise ConfigError(f"field_l2[{name!r}] must be a non-negative number or a pair "
+                                      f"(l2_linear, l2_factors), got {v!r}")
+            if self.solver == "mcmc":
+                raise ConfigError("field_l2 does not apply to solver='mcmc' (it learns one prior per field)")
         if self.context not in (None, "none", "day"):
             raise ConfigError(f"context must be None, 'none' or 'day'; got {self.context!r}")
         if self.task == "ranking" and self.context not in (None, "none"):
@@ -246,6 +265,26 @@ class FactorizationMachine:
 
     def _l2_linear(self) -> float:
         return float(self._default("l2_linear") if self.l2_linear is None else self.l2_linear)
+
+    def _l2_columns(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """(linear, factor) L2 penalty of every design column: the defaults, with the
+        fields named in ``field_l2`` set to theirs."""
+        l2w = np.full(n_features, self._l2_linear(), dtype=np.float32)
+        l2v = np.full(n_features, self._l2_factors(), dtype=np.float32)
+        if self.field_l2:
+            enc = getattr(self, "encoder_", None)
+            if enc is None:
+                raise ConfigError("field_l2 needs a field layout: fit on Interactions or a DataFrame")
+            fields = {f.name: f for f in enc.fields}
+            for name, v in self.field_l2.items():
+                if name not in fields:
+                    raise ConfigError(f"field_l2 names unknown field {name!r}; this model's fields are "
+                                      f"{list(fields)}")
+                a, b = v if isinstance(v, (tuple, list)) else (v, v)
+                f = fields[name]
+                l2w[f.offset:f.offset + f.size] = a
+                l2v[f.offset:f.offset + f.size] = b
+        return l2w, l2v
 
     def _init_std(self) -> float:
         return float(self._default("init_std") if self.init_std is None else self.init_std)
@@ -430,7 +469,9 @@ class FactorizationMachine:
             row_i = X.item_idx if structured else None
             indices = strata.remap(M, strata.thread_of(row_u, M.shape[0]))
             w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
-        l2 = (float(self.l2_bias), self._l2_linear(), self._l2_factors())
+        l2 = (float(self.l2_bias), *self._l2_columns(n_features))
+        if strata is not None:
+            l2 = (l2[0], *strata.penalties(*l2[1:]))
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()
@@ -532,7 +573,8 @@ class FactorizationMachine:
             return tracker.record(entry, metric, lambda: (float(w0), w, V))  # fit_als hands over copies
 
         w0, w, V = fit_als(M, t, task=self.task, n_factors=int(self.n_factors), n_epochs=self._n_epochs(),
-                           l2_bias=float(self.l2_bias), l2_linear=self._l2_linear(), l2_factors=self._l2_factors(),
+                           l2_bias=float(self.l2_bias), **dict(zip(("l2_linear", "l2_factors"),
+                                                                    self._l2_columns(M.shape[1]))),
                            init_std=self._init_std(), rng=rng, callback=callback)
         tracker.finish(self._set_params, (float(w0), w, V))
         return self
@@ -628,7 +670,9 @@ class FactorizationMachine:
             strata = Strata(T, n_features, id_columns(enc))
             pa = pairwise_arrays(strata, U, It)
             w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
-        l2 = (self._l2_linear(), self._l2_factors())
+        l2 = self._l2_columns(n_features)
+        if strata is not None:
+            l2 = strata.penalties(*l2)
         with thread_limits(n_threads, blas_threads=1):
             for epoch in range(1, self._n_epochs() + 1):
                 start = time.perf_counter()

@@ -35,6 +35,10 @@ def _jsonable(value: Any) -> Any:
         return float(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if isinstance(value, dict):  # e.g. field_l2 (tuples come back as lists)
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return repr(value)
 
 

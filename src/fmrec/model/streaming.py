@@ -779,7 +779,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
     task = K.TASK_REGRESSION if model.task == "regression" else K.TASK_BINARY
     opt = K.OPT_ADAGRAD if model.optimizer == "adagrad" else K.OPT_SGD
     n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
-    l2_b, l2_w, l2_v = float(model.l2_bias), model._l2_linear(), model._l2_factors()
+    l2_b, (l2_w, l2_v) = float(model.l2_bias), model._l2_columns(n_features)
     all01 = scan.all01
     strata = None
     if n_threads > 1:  # the reproducible parallel schedule, batch by batch (fmrec.model._strata)
@@ -787,6 +787,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
 
         strata = Strata(n_threads, n_features, id_columns(enc))
         w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
+        l2_w, l2_v = strata.penalties(l2_w, l2_v)
 
     def encoded(order: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
         for u, i, r in source.batches(order):
@@ -873,7 +874,7 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
     loss_kind = K.LOSS_WARP if model.loss == "warp" else K.LOSS_BPR
     opt = K.OPT_ADAGRAD if model.optimizer == "adagrad" else K.OPT_SGD
     n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
-    l2_w, l2_v = model._l2_linear(), model._l2_factors()
+    l2_w, l2_v = model._l2_columns(n_features)
     strata = None
     if n_threads > 1:  # the reproducible parallel schedule, chunk by chunk (fmrec.model._strata)
         from fmrec.model._strata import Strata, id_columns, pairwise_arrays
@@ -881,6 +882,7 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
         strata = Strata(n_threads, n_features, id_columns(enc))
         pa = pairwise_arrays(strata, U, It)
         w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
+        l2_w, l2_v = strata.penalties(l2_w, l2_v)
     model.w0_ = 0.0
     model.y_range_ = (0.0, 1.0)
     model.n_features_in_ = n_features
