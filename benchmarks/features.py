@@ -26,10 +26,10 @@ from _common import need_ml100k, table, write_json
 
 
 def main() -> None:
-    from fmrec.data import Interactions
-    from fmrec.data.features import FeatureEncoder, read_feature_table
+    from fmrec.coldstart import cold_start_split, evaluate_cold_start
+    from fmrec.data.features import read_feature_table
     from fmrec.data.readers import read_interactions
-    from fmrec.evaluate import popularity_topk, ranking_metrics, rmse
+    from fmrec.evaluate import ranking_metrics, rmse
     from fmrec.model import FactorizationMachine
     from fmrec.recommend import recommend_all
     from fmrec.topk import TopK
@@ -75,58 +75,29 @@ def main() -> None:
             rows.append({"experiment": "ua ranking (WARP, mean of 3 seeds)", "features": name, "metric": key,
                          "value": float(np.mean([v[key] for v in vals])), "seconds": float(np.mean(secs))})
 
-    full = read_interactions(ml / "u.data").to_frame()
-    rng = np.random.default_rng(0)
-
-    # 3. cold-start items
-    all_items = full["item_id"].unique()
-    cold = rng.choice(all_items, size=len(all_items) // 5, replace=False)
-    is_cold = full["item_id"].isin(cold)
-    train = Interactions.from_frame(full[~is_cold])
-    test = full[is_cold]
-    fm = FactorizationMachine(task="ranking", random_state=0).fit(train, user_features=users, item_features=items)
-    warm = train.item_map.ids
-    test_users = test["user_id"].unique()
-    lists = TopK.concat(list(recommend_all(fm, 10, users=test_users, exclude_items=warm, item_features=items)))
-    m_model = ranking_metrics(lists, test, 10)
-    # genre-popularity baseline: new items scored by the mean training popularity of their genres
-    ienc = FeatureEncoder.fit(items)
-    genres_start = sum(size for n, size in ienc.fields[: [n for n, _ in ienc.fields].index("genres")])
-    G = ienc.transform(items)[:, genres_start:genres_start + 19].toarray()
-    item_row = {i: r for r, i in enumerate(items.ids.ids.tolist())}
-    pop = full[~is_cold]["item_id"].value_counts()
-    gpop = np.array([np.mean([pop.get(i, 0) for i, r in item_row.items() if G[r, g] > 0 and i not in set(cold)] or [0])
-                     for g in range(19)])
-    cold_score = np.array([G[item_row[i]] @ gpop for i in cold])
-    order = cold[np.argsort(-cold_score, kind="stable")][:10]
-    base = TopK(test_users, np.tile(order, (len(test_users), 1)).astype(np.int64),
-                np.tile(np.sort(cold_score)[::-1][:10], (len(test_users), 1)).astype(np.float32))
-    m_base = ranking_metrics(base, test, 10)
-    tpop = test["item_id"].value_counts()
-    oracle = np.array(tpop.index[:10])
-    m_oracle = ranking_metrics(TopK(test_users, np.tile(oracle, (len(test_users), 1)).astype(np.int64),
-                                    np.tile(np.arange(10, 0, -1), (len(test_users), 1)).astype(np.float32)),
-                               test, 10)
-    for name, m in (("fmrec, user+item features", m_model), ("genre popularity", m_base),
-                    ("oracle popularity of held-out items", m_oracle)):
-        rows.append({"experiment": "cold items (20% held out)", "features": name, "metric": "precision@10",
-                     "value": m["precision@10"], "seconds": ""})
-    ratio_items = m_model["precision@10"] / max(m_base["precision@10"], 1e-12)
-
-    # 4. cold-start users
-    all_users = full["user_id"].unique()
-    cold_u = rng.choice(all_users, size=len(all_users) // 5, replace=False)
+    # 3. and 4. cold start (fmrec.coldstart, the same code as `fmrec evaluate-cold-start`):
+    # 20 % of the items (then of the users) lose every interaction, seed 0
+    data = read_interactions(ml / "u.data")
+    full = data.to_frame()
+    cold = {}
+    for hold_out in ("items", "users"):
+        for loss in ("bpr", "warp"):
+            kw = {"loss": loss, "n_epochs": 30} if loss == "warp" else {}
+            t = time.perf_counter()
+            res = evaluate_cold_start(FactorizationMachine(task="ranking", random_state=0, **kw), data, hold_out,
+                                      user_features=users, item_features=items, k=10)
+            cold[(hold_out, loss)] = res
+            rows.append({"experiment": f"cold {hold_out} (20% held out)", "features": f"fmrec {loss.upper()}, "
+                         "user+item features", "metric": "precision@10", "value": res["model"]["precision@10"],
+                         "seconds": time.perf_counter() - t})
+        rows.append({"experiment": f"cold {hold_out} (20% held out)", "features": res["baseline_name"],
+                     "metric": "precision@10", "value": res["baseline"]["precision@10"], "seconds": ""})
+    ratio_items = max(cold[("items", "bpr")]["ratio"], cold[("items", "warp")]["ratio"])
+    ratio_users = max(cold[("users", "bpr")]["ratio"], cold[("users", "warp")]["ratio"])
+    m_pop = cold[("users", "bpr")]["baseline"]
+    _, test, cold_u = cold_start_split(data, "users", 0.2, random_state=0)  # the split evaluated above
     is_cold_u = full["user_id"].isin(cold_u)
-    train = Interactions.from_frame(full[~is_cold_u])
-    test = full[is_cold_u]
-    fm = FactorizationMachine(task="ranking", random_state=0).fit(train, user_features=users, item_features=items)
-    lists = TopK.concat(list(recommend_all(fm, 10, users=cold_u, user_features=users)))
-    m_model = ranking_metrics(lists, test, 10)
-    m_pop = ranking_metrics(popularity_topk(train, cold_u, 10), test, 10)
-    for name, m in (("fmrec, user+item features", m_model), ("training popularity", m_pop)):
-        rows.append({"experiment": "cold users (20% held out)", "features": name, "metric": "precision@10",
-                     "value": m["precision@10"], "seconds": ""})
-    ratio_users = m_model["precision@10"] / max(m_pop["precision@10"], 1e-12)
+
     # how much can demographics say at all?  popularity within the cold user's segment of the
     # training users (shrunk towards global popularity), the best of a few segmentations
     uu = pd.read_csv(ml / "u.user", sep="|", names=["user_id", "age", "gender", "occupation", "zip"])
@@ -156,7 +127,7 @@ def main() -> None:
 
     print("MovieLens-100K with u.user (age bins, gender, occupation, zip region) and u.item (year bins, genres)")
     print(table(rows, ["experiment", "features", "metric", "value", "seconds"]))
-    print(f"cold items: P@10 {ratio_items:.2f}x the genre-popularity baseline; "
+    print(f"cold items: P@10 {ratio_items:.2f}x the feature-popularity baseline; "
           f"cold users: {ratio_users:.2f}x the popularity baseline (target 1.5x each); the best demographic "
           f"segment popularity reaches {seg_best[1] / max(m_pop['precision@10'], 1e-12):.2f}x")
     print(f"ua WARP P@10: {warp['none']:.4f} without features, {warp['item']:.4f} with u.item, "

@@ -20,6 +20,7 @@ COMMANDS = {
     "recommend": "fmrec.cli.recommend",
     "export": "fmrec.cli.export",
     "evaluate": "fmrec.cli.evaluate",
+    "evaluate-cold-start": "fmrec.cli.coldstart",
     "run": "fmrec.cli.run",
     "runs": "fmrec.cli.runs",
     "datasets": "fmrec.cli.datasets",
@@ -33,6 +34,7 @@ EPILOG = """examples:
   fmrec predict model data/ml-100k/ua.test --out predictions.csv
   fmrec recommend model --k 100 --out sqlite:///recs.db
   fmrec evaluate model data/ml-100k/ua.test --k 10
+  fmrec evaluate-cold-start u.data --hold-out items --item-features u.item
   fmrec import-sagemaker model.tar.gz --users 943 --out model   # hosted FM artifact -> fmrec model
 """
 

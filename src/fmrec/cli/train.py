@@ -39,7 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("train_file", metavar="TRAIN_FILE")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
-    p.add_argument("--task", choices=["regression", "binary", "ranking"], default="regression",
+    add_model_options(p)
+    p.add_argument("--valid", metavar="FILE", help="validation file: per-epoch metric and early stopping")
+    p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
+    g = p.add_argument_group("larger-than-memory training")
+    g.add_argument("--stream", action="store_true",
+                   help="train from a Parquet file or folder by streaming it (SGD solver; see above)")
+    g.add_argument("--batch-rows", type=int, default=1_000_000, metavar="N",
+                   help="--stream: rows per training batch (default 1,000,000)")
+    add_data_options(p)
+    for action in p._actions:  # train also accepts "keep": every row is a training sample
+        if action.dest == "duplicates":
+            action.choices = ["error", "first", "last", "mean", "keep"]
+            action.help = ("repeated (user, item) rows: error (default) names the line; first/last keep one; "
+                           "mean averages; keep trains on every row (the only other choice with --stream)")
+    add_feature_options(p)
+    p.set_defaults(func=run)
+
+
+def add_model_options(p: argparse.ArgumentParser, task_default: str = "regression") -> None:
+    """The estimator's options (shared with ``fmrec evaluate-cold-start``); see :func:`_model`."""
+    p.add_argument("--task", choices=["regression", "binary", "ranking"], default=task_default,
                    help="regression (ratings), binary (rating >= --threshold) or ranking (implicit "
                         "feedback: BPR/WARP over sampled negatives; the task to use for top-k lists)")
     p.add_argument("--loss", choices=["bpr", "warp"], default="bpr", help="ranking loss (default bpr)")
@@ -51,7 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs (default 20 for regression/binary, 100 for ranking)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--valid", metavar="FILE", help="validation file: per-epoch metric and early stopping")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
     p.add_argument("--optimizer", choices=["adagrad", "sgd"], default="adagrad")
     p.add_argument("--lr", type=float, default=0.05, help="learning rate for every parameter group")
@@ -79,20 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "timestamped rows, not by recommend; regression/binary only)")
     p.add_argument("--threads", type=int, default=1,
                    help="training threads (1 = reproducible; more = lock-free Hogwild)")
-    p.add_argument("--item-names", metavar="FILE", help="u.item or movies.csv, to show titles later")
-    g = p.add_argument_group("larger-than-memory training")
-    g.add_argument("--stream", action="store_true",
-                   help="train from a Parquet file or folder by streaming it (SGD solver; see above)")
-    g.add_argument("--batch-rows", type=int, default=1_000_000, metavar="N",
-                   help="--stream: rows per training batch (default 1,000,000)")
-    add_data_options(p)
-    for action in p._actions:  # train also accepts "keep": every row is a training sample
-        if action.dest == "duplicates":
-            action.choices = ["error", "first", "last", "mean", "keep"]
-            action.help = ("repeated (user, item) rows: error (default) names the line; first/last keep one; "
-                           "mean averages; keep trains on every row (the only other choice with --stream)")
-    add_feature_options(p)
-    p.set_defaults(func=run)
 
 
 def _model(args: argparse.Namespace) -> Any:
