@@ -1,4 +1,8 @@
-"""Top-k for every user: export -> index -> stream of :class:`~fmrec.topk.TopK` batches."""
+"""Top-k for every user: export -> index -> stream of :class:`~fmrec.topk.TopK` batches.
+
+pandas and the model/data modules are imported only where a path needs them, so
+``fmrec recommend --vectors`` starts without them.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,9 @@ import time
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
-from fmrec.data._ids import IdMap
 from fmrec.errors import ConfigError
-from fmrec.export import export_vectors
 from fmrec.index import make_index
 from fmrec.index.exact import check_k
 from fmrec.topk import TopK
@@ -22,6 +23,8 @@ log = logging.getLogger("fmrec.recommend")
 
 def _pairs_matrix(pairs: Any, user_map: Any, item_map: Any) -> sp.csr_matrix:
     """users x items pattern from a DataFrame(user_id, item_id) or dict {user: [items]}."""
+    import pandas as pd
+
     if isinstance(pairs, dict):
         users = [u for u, its in pairs.items() for _ in its]
         items = [i for its in pairs.values() for i in its]
@@ -167,6 +170,13 @@ def recommend_all(
             idx.tune(U, k, float(target_recall), exclude=excl, n_users=tune_users)
     for start, ids, scores in idx.search_batches(U, k, excl, batch_size=batch_size):
         stop = start + ids.shape[0]
+        if ids.size == 0 or ids.min() >= 0:  # every row full (the usual case): no padding to keep
+            if constants is not None:
+                scores = (scores.astype(np.float64) + constants[start:stop, None]).astype(np.float32)
+            out = ext_items.take(ids)
+            out = out.astype(np.int64 if items_integer else object, copy=False)
+            yield TopK(np.asarray(user_ids[start:stop]), out, scores)
+            continue
         valid = ids >= 0
         if constants is not None:
             scores = scores.astype(np.float64)
@@ -229,6 +239,8 @@ def _prepare_model(model: Any, users: Any, seen: Any, exclude_seen: bool, exclud
     else:
         user_ids = np.asarray(users)
     item_ext = _join_ids(enc.item_map.ids[cand_items], cold_items)
+    from fmrec.export import export_vectors
+
     uv, iv = export_vectors(model, users=user_ids, items=item_ext, encoder=enc)
     parts = []
     if exclude_seen and seen is not None:
@@ -248,10 +260,42 @@ def _as_table(t: Any) -> Any:
     return read_feature_table(t)
 
 
+class _LazyIdMap:
+    """An :class:`~fmrec.data.IdMap` built on first lookup; ``ids`` / ``is_integer`` without one."""
+
+    def __init__(self, ids: Any) -> None:
+        self._map: Any = None
+        if isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.dtype.kind in "iU":
+            # what IdMap's normalisation returns for these dtypes
+            self.ids = ids.astype(np.int64, copy=False) if ids.dtype.kind == "i" else ids
+        else:
+            from fmrec.data._ids import IdMap
+
+            self._map = IdMap(ids)
+            self.ids = self._map.ids
+
+    @property
+    def is_integer(self) -> bool:
+        return self.ids.dtype.kind == "i"
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def to_index(self, values: Any) -> np.ndarray:
+        if self._map is None:
+            from fmrec.data._ids import IdMap
+
+            self._map = IdMap(self.ids)
+        return self._map.to_index(values)
+
+
 def _prepare_vectors(vs: Any, users: Any, seen: Any, exclude_seen: bool, exclude_items: Any,
                      exclude_per_user: Any, include_untrained_items: bool) -> tuple[Any, ...]:
     where = vs.source or "vectors"
-    user_map, item_map = IdMap(vs.user_ids), IdMap(vs.item_ids)
+    # IdMaps (pandas lookups) only when IDs must be looked up; a vectors file's IDs are
+    # already normalised (int64 or unicode), which is what IdMap(ids).ids would hold
+    user_map = _LazyIdMap(vs.user_ids)
+    item_map = _LazyIdMap(vs.item_ids)
     if seen is None:
         seen = vs.seen
     if seen is not None:

@@ -111,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from fmrec.errors import ConfigError
-    from fmrec.model import load_model
-    from fmrec.model.io import load_seen
     from fmrec.recommend import recommend_all
     from fmrec.store import open_sink
 
@@ -137,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         seen = None
         log.debug("loaded %s from %s", model, args.vectors)
     else:
+        from fmrec.model import load_model
+        from fmrec.model.io import load_seen
+
         model = load_model(args.model_dir)
         seen = load_seen(args.model_dir)
     users = read_id_list(args.users) if args.users else None
@@ -149,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
     opts = {}
     if args.out_format != "fmrec":
         opts["format"] = args.out_format
-    from fmrec.cli._common import read_features
+    user_tab = item_tab = None
+    if getattr(args, "user_features", None) or getattr(args, "item_features", None):
+        from fmrec.cli._common import read_features
 
-    user_tab, item_tab = read_features(args)
+        user_tab, item_tab = read_features(args)
     n_users = n_cold_users = 0
     with open_sink(args.out, run_id=args.run_id, **opts) as sink:
         for batch in recommend_all(

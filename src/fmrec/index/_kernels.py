@@ -175,11 +175,14 @@ def filter_candidates(ids, scores, excl_indptr, excl_indices, row_offset, k, out
 # a min-heap of its k best keys (root = worst).  The first k candidates are
 # appended unordered and heapified once; after that a candidate enters only if
 # its key beats the root.  Scores are compared with the root's score 64 at a
-# time with a fixed trip count (vectorised); only a chunk holding a score that
-# can enter is walked element by element.  Items arrive in decreasing score for
-# the mean user (the index reorders them), so most chunks are rejected whole.
-# (Measured beside a (score, position) pair heap, a two-level 64/16 scan and a
-# candidate buffer + quickselect: this was the fastest.)
+# time with a fixed trip count (vectorised, OR-reduced); a chunk holding a score
+# that can enter is compared again 8 at a time (one AVX2 vector) and only the
+# 8-wide pieces with a passing score are walked element by element.  Items arrive
+# in decreasing score for the mean user (the index reorders them), so most chunks
+# are rejected whole.  (Measured beside a (score, position) pair heap, a
+# candidate buffer + quickselect, a counting (sum) reduction, 128-wide chunks and
+# 16-wide pieces: this was the fastest; on an AVX2 EPYC the OR reduction and the
+# 8-wide pieces cut the selection from 14.6 to 11.7 us per user at 20k items.)
 
 CHUNK = 64
 _LOW = np.uint64(0xFFFFFFFF)
@@ -317,13 +320,16 @@ def _fast_start(S, Sbits, r, n_cols, col_offset, perm, h, k, sample, cand):
         return 0
     cap = cand.shape[0] - 1  # one spare slot: the compaction below always writes
     n = 0
-    for c in range(n_cols):  # branch-free compaction: ~1 in 6 passes, unpredictably
-        cand[n] = _key(Sbits[r, c], perm[col_offset + c])
+    for c in range(n_cols):  # branch-free compaction of columns: ~1 in 6 passes, unpredictably
+        cand[n] = np.uint64(c)
         n += np.int64(S[r, c] >= T0)
         if n == cap:
             return 0
     if n < k:
         return 0
+    for t in range(n):  # keys only for the survivors (computing one per column cost 2x)
+        c = np.int64(cand[t])
+        cand[t] = _key(Sbits[r, c], perm[col_offset + c])
     if n > k:
         _partition_desc(cand, n, k - 1)
     for t in range(k):
@@ -396,13 +402,19 @@ def topk_block(S, Sbits, n_rows, n_cols, col_offset, perm, ex_ptr, ex_pos, ex_cu
             root = np.uint64(0)
             T = LOWEST
         for c0 in range(0, n_full, CHUNK):
-            hits = np.int32(0)
-            for c in range(CHUNK):
-                hits += np.int32(S[r, c0 + c] >= T)
-            if hits > 0:
-                for c in range(c0, c0 + CHUNK):
-                    if S[r, c] >= T:
-                        nf, root, T = _take(h, nf, k, _key(Sbits[r, c], perm[col_offset + c]), root, T, tmp, tmp_f)
+            hit = np.int32(0)
+            for c in range(CHUNK):  # an OR, not a count: 0.09 vs 0.15 ns/score (AVX2)
+                hit |= np.int32(S[r, c0 + c] >= T)
+            if hit:  # walk only the 8-wide pieces holding a passing score (one AVX2 compare each)
+                for c1 in range(c0, c0 + CHUNK, 8):
+                    sub = np.int32(0)
+                    for c in range(8):
+                        sub |= np.int32(S[r, c1 + c] >= T)
+                    if sub:
+                        for c in range(c1, c1 + 8):
+                            if S[r, c] >= T:
+                                nf, root, T = _take(h, nf, k, _key(Sbits[r, c], perm[col_offset + c]), root, T,
+                                                    tmp, tmp_f)
         for c in range(n_full, n_cols):
             if S[r, c] >= T:
                 nf, root, T = _take(h, nf, k, _key(Sbits[r, c], perm[col_offset + c]), root, T, tmp, tmp_f)
