@@ -36,7 +36,8 @@ def test_two_worker_cluster_gives_the_single_process_lists(model_dir, tmp_path) 
     path, single = model_dir
     out = tmp_path / "recs.jsonl"
     summary = recommend_dask(path, 20, out, n_workers=2, n_partitions=5)
-    assert summary["users"] == len(single) and summary["partitions"] == 5
+    # partitions start on GEMM block boundaries: at most ceil(users / block) of them
+    assert summary["users"] == len(single) and 2 <= summary["partitions"] <= 5
     assert_same_lists(read_jsonl(out), single)
     assert not list(tmp_path.glob(".fmrec-dask-*"))  # staging removed
 

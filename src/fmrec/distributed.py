@@ -47,6 +47,17 @@ def _load_cached(model_dir: str) -> tuple[Any, Any]:
     return _MODEL_CACHE[key]
 
 
+def aligned_chunks(n: int, n_parts: int, unit: int) -> list[np.ndarray]:
+    """Up to ``n_parts`` contiguous index ranges covering ``range(n)``, as even as possible,
+    each starting on a multiple of ``unit``."""
+    n_units = -(-n // unit) if n else 0
+    out = []
+    for part in np.array_split(np.arange(n_units), max(1, min(n_parts, n_units))):
+        if part.size:
+            out.append(np.arange(part[0] * unit, min(n, (part[-1] + 1) * unit)))
+    return out
+
+
 def _score_partition(model_dir: str, users: np.ndarray, k: int, part_path: str, options: dict[str, Any]) -> int:
     """Score one partition and write its part file; returns the number of users written."""
     from fmrec.recommend import recommend_all
@@ -100,7 +111,10 @@ def recommend_dask(
     ``recommend_options`` go to :func:`~fmrec.recommend.recommend_all` on every
     partition (``exclude_seen``, ``include_untrained_items``, ``index``, ...).
     Returns a summary (users, partitions, seconds).  Lists equal the single-process
-    run's: the same function scores every user.
+    run's bit for bit: the same function scores every user, and with the exact
+    index every partition uses the whole run's item order and starts on a GEMM
+    block boundary (:func:`fmrec.recommend.exact_plan`), so at most
+    ``ceil(users / block)`` partitions are made.
     """
     from dask.distributed import Client, LocalCluster
 
@@ -116,7 +130,20 @@ def recommend_dask(
         raise ConfigError(f"retries must be >= 0, got {retries}")
     n_parts = int(n_partitions or max(1, n_workers * 4))
     n_parts = max(1, min(n_parts, len(user_ids)))
-    chunks = np.array_split(np.arange(len(user_ids)), n_parts)
+    unit = 1
+    if recommend_options.get("index", "exact") == "exact":
+        # every partition searches with the whole run's item order and starts on a GEMM block
+        # boundary, so each user's scores come out of the same BLAS blocks as in one process
+        from fmrec.index import ExactIndex
+        from fmrec.model.io import load_seen
+        from fmrec.recommend import exact_plan
+
+        seen = recommend_options.get("seen")
+        order, unit = exact_plan(model, k, users=user_ids, seen=seen if seen is not None else load_seen(model_dir),
+                                 **{key: v for key, v in recommend_options.items() if key != "seen"})
+        recommend_options = dict(recommend_options, index=ExactIndex(order_by=order))
+    chunks = aligned_chunks(len(user_ids), n_parts, unit)
+    n_parts = len(chunks)
     stage = Path(staging_dir) if staging_dir is not None else None
     if stage is None:
         base = Path(str(target)).parent if "://" not in str(target) else Path(tempfile.gettempdir())

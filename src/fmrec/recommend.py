@@ -195,6 +195,24 @@ def recommend_all(
                  stats["users"], stats["exact_fallback_users"], stats["short_lists_refilled"])
 
 
+def exact_plan(model: Any, k: int, *, users: Any = None, seen: sp.spmatrix | None = None,
+               exclude_seen: bool = True, exclude_items: Any = None, exclude_per_user: Any = None,
+               include_untrained_items: bool = False, user_features: Any = None,
+               item_features: Any = None, **_: Any) -> tuple[np.ndarray, int]:
+    """(item visiting order vector, users per GEMM block) of the exact search
+    :func:`recommend_all` runs for these arguments.  Scoring slices of ``users``
+    that start on a multiple of the block size with
+    ``index=ExactIndex(order_by=vector)`` reproduces the whole run bit for bit
+    (:mod:`fmrec.distributed` partitions users this way)."""
+    from fmrec.index import ExactIndex
+
+    _, U, _, _, _, _, item_vectors = _prepare_model(model, users, seen, exclude_seen, exclude_items,
+                                                   exclude_per_user, include_untrained_items, user_features,
+                                                   item_features)
+    order = U.mean(axis=0, dtype=np.float64) if U.shape[0] else np.zeros(U.shape[1])
+    return order, ExactIndex().build(item_vectors).user_block(check_k(k))
+
+
 def _cold_ids(table: Any, id_map: Any) -> np.ndarray:
     """IDs of a feature table's entities that ``id_map`` does not know (empty without a table)."""
     if table is None:

@@ -109,15 +109,22 @@ class ExactIndex:
     caller consumes one batch the workers compute the next.
 
     Ties are broken by smaller item position, so results are deterministic and
-    independent of block sizes, thread count and item order.
+    independent of the thread count.  Scores are float32 BLAS dot products; on
+    some CPUs (OpenBLAS's AMD Zen kernels) their last bit depends on where a
+    user and an item fall in a GEMM block.  Batches therefore always start on a
+    block boundary, and ``order_by`` fixes the item visiting order (default: the
+    mean searched user): searching a slice of users that starts on a block
+    boundary with the ``order_by`` of the whole set gives bit-identical lists
+    and scores to searching the whole set (what ``fmrec.distributed`` relies on).
     """
 
     kind = "exact"
 
     def __init__(self, block_users: int | None = None, block_items: int | None = None,
                  max_block_bytes: int | None = None, n_threads: int | None = None,
-                 reorder: bool = True) -> None:
+                 reorder: bool = True, order_by: np.ndarray | None = None) -> None:
         self.block_users = block_users
+        self.order_by = None if order_by is None else np.asarray(order_by, dtype=np.float64).ravel()
         self.block_items = block_items
         self.max_block_bytes = max_block_bytes
         self.n_threads = n_threads
@@ -152,6 +159,10 @@ class ExactIndex:
         # per-block call overhead (a GEMM and a kernel call per block) grows.
         return max(cache_bytes(2) // 2, 1 << 20)
 
+    def user_block(self, k: int = 100) -> int:
+        """Users per GEMM block for a top-``k`` search of the built index."""
+        return self._blocks(k)[0]
+
     def _blocks(self, k: int = 100) -> tuple[int, int]:
         bu, bi = default_blocks(self.n_items, k, self._budget())
         if self.block_items:
@@ -182,7 +193,9 @@ class ExactIndex:
         if not self.reorder or n <= 1 or U.shape[0] == 0:
             perm = np.arange(n, dtype=np.int64)
             return self.items_, perm, perm
-        mean = U.mean(axis=0, dtype=np.float64)
+        mean = U.mean(axis=0, dtype=np.float64) if self.order_by is None else self.order_by
+        if mean.shape != (self.items_.shape[1],):
+            raise ConfigError(f"order_by has {mean.shape[0]} dimensions; the index has {self.items_.shape[1]}")
         prior = self.items_.astype(np.float64) @ mean
         perm = np.argsort(-prior, kind="stable").astype(np.int64)
         inv = np.empty(n, dtype=np.int64)
@@ -211,6 +224,7 @@ class ExactIndex:
         bs = int(batch_size) if batch_size is not None else 8192
         if bs < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        bs = -(-bs // bu) * bu  # batches start on block boundaries (see the class docstring)
         n_items = self.n_items
         items, perm, inv = self._order(U)
         # each item block transposed into its own C-contiguous (dims x block) array: OpenBLAS packs

@@ -17,6 +17,12 @@ view).  The database is put in WAL mode, so readers never block and always see
 either the previous run or the new one in full.  ``abort`` drops the staged
 table; the view is not touched.
 
+A run's table is recorded in ``fmrec_runs_staging(name, run_id, started, host,
+pid)`` in the transaction that creates it, and unrecorded when the run is
+published or aborted.  A writer killed before either leaves its row behind; the
+next publish on the same host drops the tables of rows whose process is gone
+(a live writer's table is never touched).
+
 ``fmrec_runs`` rows exist for published runs only (``published`` is 1);
 ``started``/``finished`` are ISO 8601 UTC; ``meta`` is JSON holding
 ``{"view", "table", "k", "meta": <caller's meta>}``.  Rows of pruned runs are
@@ -31,6 +37,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +89,18 @@ def pause_before_commit_hook(what: str) -> None:
 
 _URL_PREFIX = "sqlite:///"
 _VIEW_TARGET_RE = re.compile(r'\bFROM\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*;?\s*$', re.IGNORECASE)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    except OSError:
+        return True
+    return True
 
 
 def sqlite_path(target: str | os.PathLike[str]) -> Path:
@@ -203,6 +222,7 @@ class SqliteSink(Sink):
         self.table_prefix = validate_identifier(table, "table")
         self.view = validate_identifier(view, "view")
         self.runs_table = validate_identifier(runs_table, "runs_table")
+        self.staging_table = validate_identifier(f"{runs_table}_staging", "staging registry name")
         self.table = validate_identifier(f"{table}_{self.run_id}", "run table name")
         if len({self.view.lower(), self.runs_table.lower(), self.table.lower()}) != 3:
             raise ConfigError(f"view {view!r}, runs_table {runs_table!r} and run table {self.table!r} must differ")
@@ -248,6 +268,10 @@ class SqliteSink(Sink):
             f"CREATE TABLE IF NOT EXISTS {q(self.runs_table)} (run_id TEXT PRIMARY KEY, started TEXT, "
             "finished TEXT, rows INTEGER, users INTEGER, published INTEGER, meta TEXT)"
         )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {q(self.staging_table)} (name TEXT PRIMARY KEY, run_id TEXT, "
+            "started TEXT, host TEXT, pid INTEGER)"
+        )
         kind = _object_type(conn, self.view)
         if kind not in (None, "view"):
             raise StoreError(f"{self.path}: {self.view!r} is a {kind}, not a view; choose another view name")
@@ -271,6 +295,7 @@ class SqliteSink(Sink):
             )
         elif table_kind:
             conn.execute(f"DROP TABLE {q(self.table)}")  # a crashed, never published run
+            conn.execute(f"DELETE FROM {q(self.staging_table)} WHERE name = ?", (self.table,))
 
     # -- writing --------------------------------------------------------------
 
@@ -281,12 +306,23 @@ class SqliteSink(Sink):
         return self._conn
 
     def _create_table(self, user_kind: IdKind, item_kind: IdKind) -> None:
+        """The run's table and its staging record, in one transaction."""
         types = {"int": "INTEGER", "str": "TEXT"}
         self._kinds = (user_kind, item_kind)
-        self.conn.execute(
-            f"CREATE TABLE {q(self._staging)} (user_id {types[user_kind]} NOT NULL, rank INTEGER NOT NULL, "
-            f"item_id {types[item_kind]} NOT NULL, score REAL NOT NULL)"
-        )
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f"CREATE TABLE {q(self._staging)} (user_id {types[user_kind]} NOT NULL, rank INTEGER NOT NULL, "
+                f"item_id {types[item_kind]} NOT NULL, score REAL NOT NULL)"
+            )
+            conn.execute(f"INSERT OR REPLACE INTO {q(self.staging_table)} (name, run_id, started, host, pid) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (self._staging, self.run_id, self.started, socket.gethostname(), os.getpid()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         self._created = True
 
     def _write(self, batch: Batch) -> None:
@@ -369,6 +405,8 @@ class SqliteSink(Sink):
             raise StoreError(
                 f"{self.path}: run {self.run_id!r} was published meanwhile; pass replace=True to overwrite it"
             )
+        conn.execute(f"DELETE FROM {q(self.staging_table)} WHERE name = ?", (self._staging,))
+        self._drop_orphans(conn)
         conn.execute(f"DROP VIEW IF EXISTS {q(self.view)}")
         if renaming:
             conn.execute(f"DROP TABLE IF EXISTS {q(self.table)}")
@@ -395,12 +433,23 @@ class SqliteSink(Sink):
                 conn.execute(f"DROP TABLE IF EXISTS {q(validate_identifier(old, 'run table name'))}")
             conn.execute(f"DELETE FROM {q(self.runs_table)} WHERE run_id = ?", (run_id,))
 
+    def _drop_orphans(self, conn: sqlite3.Connection) -> None:
+        """Drop the tables of writers on this host that died before publishing or aborting."""
+        host = socket.gethostname()
+        for name, pid in conn.execute(f"SELECT name, pid FROM {q(self.staging_table)} WHERE host = ?",
+                                      (host,)).fetchall():
+            if pid == os.getpid() or _process_alive(int(pid)):
+                continue
+            conn.execute(f"DROP TABLE IF EXISTS {q(validate_identifier(name, 'staged table name'))}")
+            conn.execute(f"DELETE FROM {q(self.staging_table)} WHERE name = ?", (name,))
+
     def _abort(self) -> None:
         try:
             if self._conn is not None and self._created:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 self._conn.execute(f"DROP TABLE IF EXISTS {q(self._staging)}")
+                self._conn.execute(f"DELETE FROM {q(self.staging_table)} WHERE name = ?", (self._staging,))
                 self._created = False
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: aborting run {self.run_id} failed: {exc}") from exc
