@@ -21,16 +21,12 @@ an integer literal that fits in 64 bits, otherwise all of its values stay string
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
-import logging
 import shutil
 import struct
 import tarfile
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +41,8 @@ import scipy.sparse as sp
 from fmrec.cli.main import main
 from fmrec.errors import ConfigError
 
+from _helpers import serve_folder
+
 # --------------------------------------------------------------------------- good inputs
 GOOD_TSV = "".join(
     f"{u}\t{i}\t{(u * i) % 5 + 1}\t{880000000 + 7 * u + i}\n" for u in range(1, 13) for i in range(1, 11) if (u + i) % 3
@@ -56,35 +54,15 @@ GOOD_LINES = GOOD_TSV.count("\n")
 SMALL = ("--factors", "4", "--epochs", "2", "--seed", "0")
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    """main() points the "fmrec" logger at the (captured) stderr; undo that after each test."""
-    yield
-    root = logging.getLogger("fmrec")
-    root.handlers.clear()
-    root.setLevel(logging.NOTSET)
-    root.propagate = True
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
+pytestmark = pytest.mark.usefixtures("reset_cli_logging")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP on 127.0.0.1 (random port): nothing leaves the machine."""
     root = tmp_path_factory.mktemp("www")
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_folder(root) as base:
+        yield root, base
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,13 @@ the one test that checks the ``u.data`` format (skipped when absent).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
-import logging
 import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +24,15 @@ import pytest
 from fmrec.cli.main import main
 from fmrec.errors import ArtifactError, DataError
 
+from _helpers import fm
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ("--epochs", "2", "--factors", "8")
 N_USERS = 943  # the built-in data set
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    """main() points the "fmrec" logger at the (captured) stderr; undo that after each test."""
-    yield
-    root = logging.getLogger("fmrec")
-    root.handlers.clear()
-    root.setLevel(logging.NOTSET)
-    root.propagate = True
-
-
-def fm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``fmrec ARGV`` in-process; return (exit code, stdout, stderr)."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("reset_cli_logging")
 
 
 def assert_one_line_error(rc: int, err: str, command: str, *needles: str) -> str:
@@ -676,27 +659,6 @@ def test_run_default_console_script(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- datasets
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture()
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def tiny_ml100k_zip(path: Path) -> str:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("ml-100k/u.data", "1\t1\t5\t881250949\n1\t2\t3\t881250950\n2\t1\t4\t881250951\n")

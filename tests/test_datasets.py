@@ -5,14 +5,10 @@ Downloads go to a local ``http.server`` on 127.0.0.1 only; nothing leaves the ma
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import re
 import stat
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,28 +18,6 @@ from fmrec.data.datasets import ML_100K_SHA256, ML_LATEST_SMALL_SHA256, MOVIELEN
 from fmrec.errors import ConfigError, DataError, DownloadError
 
 ML100K_FILES = ("README", "u.data", "u.item", "ua.base", "ua.test")
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture()
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A folder served over HTTP on 127.0.0.1 (random port); yields (folder, base URL)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def sha256_of(path: Path) -> str:

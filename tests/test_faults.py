@@ -24,7 +24,7 @@ import pytest
 
 from fmrec.cli.main import main
 from fmrec.store import list_published_runs
-from test_postgres import pg_target, pg_url, split, sql, tiny_model  # noqa: F401 - fixtures
+from test_postgres import split, sql
 
 #: A real recommend + publish, slowed down between batches so the kill lands mid-scoring.
 SCORER = textwrap.dedent(

@@ -18,13 +18,7 @@ SMALL_MODEL = {"n_factors": 8, "n_epochs": 2}
 N_USERS = 943
 
 
-@pytest.fixture(autouse=True)
-def _restore_fmrec_logger() -> Any:
-    root = logging.getLogger("fmrec")
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
+pytestmark = pytest.mark.usefixtures("restore_fmrec_logger")
 
 
 def config(out_dir: Path, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -6,19 +6,16 @@ and drops it at the end; every test works in its own schema of it.  When the
 server is unreachable the tests are skipped with the reason -- except when
 ``CI=true``, where that is a failure, so CI cannot go green without them.
 
-The fixtures ``pg_url``, ``pg_target`` and ``tiny_model`` are imported by
-tests/test_runs.py and tests/test_faults.py (one database per session).
+The fixtures ``pg_url``, ``pg_target`` and ``tiny_model`` live in tests/conftest.py
+(shared with tests/test_runs.py and tests/test_faults.py: one database per session);
+the helpers ``split``, ``sql`` and ``sorted_rows`` here are imported by those files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -37,75 +34,11 @@ from fmrec.store import (
     rollback_run,
 )
 from fmrec.topk import TopK
-from test_store import as_rows, batches, make_topk, run_batches
+
+from _readers import PG_READER, publish, publish_while_reading, reader_process, run_batches, stop_reader, table_rows
+from test_store import as_rows, batches, make_topk
 
 pytestmark = pytest.mark.postgres
-
-ADMIN_URL = os.environ.get("FMREC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-_STATE: dict[str, Any] = {}
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} -- CI=true: the PostgreSQL tests must run, not be skipped", pytrace=False)
-    pytest.skip(f"{reason} (PostgreSQL tests skipped; with CI=true this is a failure)")
-
-
-def _with_db(url: str, dbname: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
-
-
-@pytest.fixture(scope="session")
-def pg_url(request: pytest.FixtureRequest) -> str:
-    """URL of this session's throw-away database (created once, dropped at the end)."""
-    if "error" in _STATE:
-        _unavailable(_STATE["error"])
-    if "url" not in _STATE:
-        try:
-            import psycopg
-        except ImportError as exc:  # pragma: no cover - psycopg is a dependency
-            _STATE["error"] = f"psycopg not importable: {exc}"
-            _unavailable(_STATE["error"])
-        try:
-            admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-        except psycopg.Error as exc:
-            _STATE["error"] = f"PostgreSQL not reachable at {ADMIN_URL}: {' '.join(str(exc).split())}"
-            _unavailable(_STATE["error"])
-        name = f"fmrec_test_{secrets.token_hex(5)}"
-        with admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-        request.config.add_cleanup(drop)
-        _STATE["url"] = _with_db(ADMIN_URL, name)
-    return str(_STATE["url"])
-
-
-@pytest.fixture
-def pg_target(pg_url: str) -> str:
-    """A target in a fresh schema of the session database (``?schema=t_<random>``)."""
-    sep = "&" if "?" in pg_url else "?"
-    return f"{pg_url}{sep}schema=t_{secrets.token_hex(5)}"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``fmrec train builtin --out m --epochs 1 --factors 8`` (once per session)."""
-    if "model" not in _STATE:
-        from fmrec.cli.main import main
-
-        folder = tmp_path_factory.mktemp("tiny") / "m"
-        assert main(["-q", "train", "builtin", "--out", str(folder), "--epochs", "1", "--factors", "8"]) == 0
-        _STATE["model"] = folder
-    return Path(_STATE["model"])
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -143,13 +76,6 @@ def run_tables(target: str) -> set[str]:
 
 def sorted_rows(t: TopK) -> list[Any]:
     return sorted(as_rows(t, drop_empty=True), key=lambda r: str(r[0]))
-
-
-def publish(target: str, run_id: str, parts: list[TopK], **opts: Any) -> PostgresSink:
-    with open_sink(target, run_id=run_id, **opts) as sink:
-        for b in parts:
-            sink.write(b)
-    return sink  # type: ignore[return-value]
 
 
 class Boom(Exception):
@@ -495,73 +421,9 @@ def test_cli_runs_list_show_rollback_postgres(pg_target: str, capsys: pytest.Cap
 
 # --------------------------------------------------------------------------- a reader in another process
 
-PG_READER = textwrap.dedent(
-    """
-    import json, os, sys, time
-    import psycopg
-    url, schema, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-    def n_users(run): return 20 + 5 * run
-    def k_of(run): return 2 + run % 5
-    conn = psycopg.connect(url, autocommit=True)
-    conn.execute(f'SET search_path TO "{schema}"')
-    polls, seen, bad, errors = 0, set(), [], []
-    ready = False
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if os.path.exists(stop) and polls > 20:
-            break
-        try:
-            rows = conn.execute(
-                "SELECT user_id, count(*), min(rank), max(rank), min(score), max(score) "
-                "FROM recommendations GROUP BY user_id"
-            ).fetchall()
-        except psycopg.Error as exc:
-            errors.append(str(exc))
-            continue
-        polls += 1
-        runs = {int(r[4] // 1000) for r in rows} | {int(r[5] // 1000) for r in rows}
-        if len(runs) != 1:
-            bad.append(("mixed", sorted(runs)))
-        else:
-            run = runs.pop()
-            seen.add(run)
-            if len(rows) != n_users(run):
-                bad.append(("users", run, len(rows)))
-            for _, cnt, lo, hi, _, _ in rows:
-                if (cnt, lo, hi) != (k_of(run), 1, k_of(run)):
-                    bad.append(("partial", run, cnt, lo, hi))
-                    break
-        if not ready:
-            print("ready", flush=True)
-            ready = True
-    print(json.dumps({"polls": polls, "seen": sorted(seen), "bad": bad[:5], "errors": errors[:5]}), flush=True)
-    """
-)
-
-
 def test_reader_in_other_process_never_sees_mixed_or_partial_run(pg_target: str, tmp_path: Path) -> None:
-    publish(pg_target, "run_0", run_batches(0))
     url, schema = split(pg_target)
-    stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", PG_READER, url, schema, str(stop)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout is not None
-        assert reader.stdout.readline().strip() == "ready"
-        for run in range(1, 21):  # 20 consecutive runs
-            with open_sink(pg_target, run_id=f"run_{run}", keep_runs=3) as sink:
-                for b in run_batches(run):
-                    sink.write(b)
-                    time.sleep(0.003)  # a slow writer: the reader polls mid-run
-            time.sleep(0.02)
-        stop.touch()
-        out, err = reader.communicate(timeout=60)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert reader.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = publish_while_reading(pg_target, 20, PG_READER, url, schema, tmp_path=tmp_path, timeout=60)
     assert result["bad"] == [], result
     assert result["errors"] == [], result
     assert result["polls"] > 20
@@ -577,28 +439,15 @@ def test_reader_control_detects_a_non_atomic_writer(pg_target: str, tmp_path: Pa
     publish(pg_target, "run_0", run_batches(0))
     url, schema = split(pg_target)
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", PG_READER, url, schema, str(stop)],
-                              stdout=subprocess.PIPE, text=True)
     import psycopg
 
-    try:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    with reader_process(PG_READER, url, schema, str(stop)) as reader:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'SET search_path TO "{schema}"')
             for run in range(1, 4):
                 conn.execute("DELETE FROM fmrec_run_run_0")
                 for b in run_batches(run):
-                    users = np.repeat(b.user_ids, b.k).tolist()
-                    ranks = np.tile(np.arange(1, b.k + 1), len(b)).tolist()
-                    conn.cursor().executemany(
-                        "INSERT INTO fmrec_run_run_0 VALUES (%s, %s, %s, %s)",
-                        list(zip(users, ranks, b.item_ids.ravel().tolist(), b.scores.ravel().tolist())),
-                    )
+                    conn.cursor().executemany("INSERT INTO fmrec_run_run_0 VALUES (%s, %s, %s, %s)", table_rows(b))
                     time.sleep(0.01)
-        stop.touch()
-        out, _ = reader.communicate(timeout=60)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert json.loads(out.strip().splitlines()[-1])["bad"] != []
+        result = stop_reader(reader, stop, timeout=60)
+    assert result["bad"] != []

@@ -219,6 +219,56 @@ def test_round_trip_csv_property(tmp_path: Path, rows: list[tuple[str, str]]) ->
     assert x.rating.tolist() == [k % 5 + 0.5 for k in range(len(rows))]
 
 
+#: (file name, content, message regex, read_interactions options, line, offending value) of a bad file;
+#: the ids are the names these cases had as separate tests.
+ONE_LINE_ERRORS = [
+    pytest.param("empty.csv", b"", "empty file",
+                 {}, None, None, id="empty_file"),
+    pytest.param("blank.csv", "\n\r\n", "empty file",
+                 {}, None, None, id="only_blank_lines"),
+    pytest.param("head.csv", "userId,movieId,rating,timestamp\n", "no data rows",
+                 {}, 1, "userId,movieId,rating,timestamp", id="header_only"),
+    pytest.param("spaces.txt", "1 2 3 4\n5 6 7 8\n", "delimiter",
+                 {}, 1, "1 2 3 4", id="unknown_delimiter"),
+    pytest.param("u.data", UDATA, "1 field",
+                 {"sep": ","}, 1, "196\t242\t3\t881250949", id="wrong_explicit_delimiter"),
+    pytest.param("u.data", UDATA + "7,8,3,881250949\n1\t2\t3\t4\n", "expected 4 fields separated by tab, found 1",
+                 {}, 4, "7,8,3,881250949", id="line_with_other_delimiter"),
+    pytest.param("r.csv", "user,item,rating\n1,2,3\n1,3,4,5\n2,2,1\n", "expected 3 fields",
+                 {}, 3, "1,3,4,5", id="line_with_extra_field"),
+    pytest.param("q.csv", 'user,item,rating\n"a",b,1\n"c",d\n"e",f,2\n', "expected 3 fields",
+                 {}, 3, '"c",d', id="field_count_in_quoted_csv"),
+    pytest.param("u.data", UDATA + "5\t6", "truncated last line",
+                 {}, 4, "5\t6", id="truncated_last_line"),
+    pytest.param("ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,3,4.", "truncated last line",
+                 {}, 3, "1,3,4.", id="truncated_last_line_crlf_csv"),
+    pytest.param("u.data", UDATA.encode() + b"\xff\t1\t1\t1\n", "UTF-8",
+                 {}, 4, "\\xff\t1\t1\t1", id="not_utf8_in_headerless_file"),
+    pytest.param("dup.csv", "user_id,item_id,rating,rating\n1,2,3,4\n", "duplicate column name",
+                 {}, 1, "rating", id="duplicate_header_names"),
+    pytest.param("r.csv", "user_id,item_id,rating\n1,2,3\n", "not found",
+                 {"rating_col": "stars"}, 1, "stars", id="missing_configured_column"),
+    pytest.param("r.csv", "a,b,c\nx,y,1\n", "no user column",
+                 {}, 1, "a,b,c", id="unrecognised_header"),
+    pytest.param("u.data", UDATA + "1\t2\tfive\t3\n", "column 'rating'",
+                 {}, 4, "five", id="bad_rating_headerless"),
+    pytest.param("r.csv", "user,item,rating\n1,2,3\nuser,item,rating\n", None,
+                 {}, 3, "rating", id="header_in_the_middle"),
+    pytest.param("r.csv", "user,item,rating\n1,2,3\n ,3,4\n", "empty ID",
+                 {}, 3, "", id="empty_id"),
+    pytest.param("r.csv", "user,item,rating\n1,2,3\n4,5,6\n1,2,1\n", "first seen on line 2",
+                 {}, 4, "1,2", id="duplicate_pair"),
+    pytest.param("u.data", UDATA + "\n" + "1\t2\t3\t4\n", "blank line",
+                 {}, 4, "", id="blank_line_between_rows"),
+    pytest.param("u.data", UDATA + "1\t2\t3\t4\r5\t6\t7\t8\n", "carriage return",
+                 {}, 4, "1\t2\t3\t4\r5\t6\t7\t8", id="bare_carriage_return"),
+    pytest.param("r.csv", 'user,item,rating\n"a\nb",c,1\n', "line break",
+                 {}, 2, '"a', id="line_break_in_quoted_field"),
+    pytest.param("bad.parquet", b"PAR1 not really", "Parquet",
+                 {}, None, None, id="bad_parquet"),
+]
+
+
 # ------------------------------------------------------------------------- errors
 class TestErrors:
     def test_file_not_found(self, tmp_path: Path) -> None:
@@ -232,65 +282,13 @@ class TestErrors:
             read_interactions(tmp_path)
         assert_error(e, tmp_path, None)
 
-    def test_empty_file(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "empty.csv", b"")
-        with pytest.raises(DataError, match="empty file") as e:
-            read_interactions(p)
-        assert_error(e, p, None)
-
-    def test_only_blank_lines(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "blank.csv", "\n\r\n")
-        with pytest.raises(DataError, match="empty file") as e:
-            read_interactions(p)
-        assert_error(e, p, None)
-
-    def test_header_only(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "head.csv", "userId,movieId,rating,timestamp\n")
-        with pytest.raises(DataError, match="no data rows") as e:
-            read_interactions(p)
-        assert_error(e, p, 1, "userId,movieId,rating,timestamp")
-
-    def test_unknown_delimiter(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "spaces.txt", "1 2 3 4\n5 6 7 8\n")
-        with pytest.raises(DataError, match="delimiter") as e:
-            read_interactions(p)
-        assert_error(e, p, 1, "1 2 3 4")
-
-    def test_wrong_explicit_delimiter(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA)
-        with pytest.raises(DataError, match="1 field") as e:
-            read_interactions(p, sep=",")
-        assert_error(e, p, 1, "196\t242\t3\t881250949")
-
-    def test_line_with_other_delimiter(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA + "7,8,3,881250949\n1\t2\t3\t4\n")
-        with pytest.raises(DataError, match="expected 4 fields separated by tab, found 1") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "7,8,3,881250949")
-
-    def test_line_with_extra_field(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "user,item,rating\n1,2,3\n1,3,4,5\n2,2,1\n")
-        with pytest.raises(DataError, match="expected 3 fields") as e:
-            read_interactions(p)
-        assert_error(e, p, 3, "1,3,4,5")
-
-    def test_field_count_in_quoted_csv(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "q.csv", 'user,item,rating\n"a",b,1\n"c",d\n"e",f,2\n')
-        with pytest.raises(DataError, match="expected 3 fields") as e:
-            read_interactions(p)
-        assert_error(e, p, 3, '"c",d')
-
-    def test_truncated_last_line(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA + "5\t6")
-        with pytest.raises(DataError, match="truncated last line") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "5\t6")
-
-    def test_truncated_last_line_crlf_csv(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,3,4.")
-        with pytest.raises(DataError, match="truncated last line") as e:
-            read_interactions(p)
-        assert_error(e, p, 3, "1,3,4.")
+    @pytest.mark.parametrize(("name", "content", "match", "kwargs", "line", "value"), ONE_LINE_ERRORS)
+    def test_one_line_error(self, tmp_path: Path, name: str, content: str | bytes, match: str | None,
+                            kwargs: dict[str, Any], line: int | None, value: Any) -> None:
+        p = write(tmp_path, name, content)
+        with pytest.raises(DataError, match=match) as e:
+            read_interactions(p, **kwargs)
+        assert_error(e, p, line, value)
 
     def test_not_utf8(self, tmp_path: Path) -> None:
         p = write(tmp_path, "latin.csv", "user,item,rating\nbob,Cafe,1\n".encode() + "ana,Café,2\n".encode("latin-1"))
@@ -298,30 +296,6 @@ class TestErrors:
             read_interactions(p)
         msg = assert_error(e, p, 3, "ana,Caf\\xe9,2")
         assert "0xe9" in msg
-
-    def test_not_utf8_in_headerless_file(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA.encode() + b"\xff\t1\t1\t1\n")
-        with pytest.raises(DataError, match="UTF-8") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "\\xff\t1\t1\t1")
-
-    def test_duplicate_header_names(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "dup.csv", "user_id,item_id,rating,rating\n1,2,3,4\n")
-        with pytest.raises(DataError, match="duplicate column name") as e:
-            read_interactions(p)
-        assert_error(e, p, 1, "rating")
-
-    def test_missing_configured_column(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "user_id,item_id,rating\n1,2,3\n")
-        with pytest.raises(DataError, match="not found") as e:
-            read_interactions(p, rating_col="stars")
-        assert_error(e, p, 1, "stars")
-
-    def test_unrecognised_header(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "a,b,c\nx,y,1\n")
-        with pytest.raises(DataError, match="no user column") as e:
-            read_interactions(p)
-        assert_error(e, p, 1, "a,b,c")
 
     @pytest.mark.parametrize("name,fmt", [("u.data", None), ("ua.base", None), ("plain.tsv", "movielens")])
     def test_header_where_headerless_expected(self, tmp_path: Path, name: str, fmt: Any) -> None:
@@ -336,54 +310,6 @@ class TestErrors:
         with pytest.raises(DataError, match="rating") as e:
             read_interactions(p)
         assert_error(e, p, 3, bad)
-
-    def test_bad_rating_headerless(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA + "1\t2\tfive\t3\n")
-        with pytest.raises(DataError, match="column 'rating'") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "five")
-
-    def test_header_in_the_middle(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "user,item,rating\n1,2,3\nuser,item,rating\n")
-        with pytest.raises(DataError) as e:
-            read_interactions(p)
-        assert_error(e, p, 3, "rating")
-
-    def test_empty_id(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "user,item,rating\n1,2,3\n ,3,4\n")
-        with pytest.raises(DataError, match="empty ID") as e:
-            read_interactions(p)
-        assert_error(e, p, 3, "")
-
-    def test_duplicate_pair(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", "user,item,rating\n1,2,3\n4,5,6\n1,2,1\n")
-        with pytest.raises(DataError, match="first seen on line 2") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "1,2")
-
-    def test_blank_line_between_rows(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA + "\n" + "1\t2\t3\t4\n")
-        with pytest.raises(DataError, match="blank line") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "")
-
-    def test_bare_carriage_return(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "u.data", UDATA + "1\t2\t3\t4\r5\t6\t7\t8\n")
-        with pytest.raises(DataError, match="carriage return") as e:
-            read_interactions(p)
-        assert_error(e, p, 4, "1\t2\t3\t4\r5\t6\t7\t8")
-
-    def test_line_break_in_quoted_field(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "r.csv", 'user,item,rating\n"a\nb",c,1\n')
-        with pytest.raises(DataError, match="line break") as e:
-            read_interactions(p)
-        assert_error(e, p, 2, '"a')
-
-    def test_bad_parquet(self, tmp_path: Path) -> None:
-        p = write(tmp_path, "bad.parquet", b"PAR1 not really")
-        with pytest.raises(DataError, match="Parquet") as e:
-            read_interactions(p)
-        assert_error(e, p, None)
 
     def test_parquet_bad_rating_names_row(self, tmp_path: Path) -> None:
         p = tmp_path / "r.parquet"

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,21 +15,17 @@ import pytest
 from fmrec.cli.main import main
 from fmrec.errors import ConfigError, DataError
 from fmrec.pipeline import load_config, run_pipeline
-from fmrec.store import list_published_runs, open_sink, read_postgres_topk, read_sqlite_topk, rollback_run
-from test_postgres import pg_target, pg_url, sorted_rows, split, sql  # noqa: F401 - fixtures
-from test_store import READER, as_rows, run_batches
+from fmrec.store import list_published_runs, read_postgres_topk, read_sqlite_topk, rollback_run
+from _helpers import fm
+from _readers import SQLITE_READER, publish, publish_while_reading, run_batches
+from test_postgres import sorted_rows, split, sql
+from test_store import as_rows
 
 TINY = {"model": {"task": "regression", "n_factors": 8, "n_epochs": 1},
         "data": {"test_per_user": 0}, "recommend": {"k": 3}}
 
 
-@pytest.fixture(autouse=True)
-def _restore_fmrec_logger() -> Any:
-    root = logging.getLogger("fmrec")
-    level, handlers = root.level, list(root.handlers)
-    yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
+pytestmark = pytest.mark.usefixtures("restore_fmrec_logger")
 
 
 def tiny_config(out_dir: Path, target: str = "", **sections: dict[str, Any]) -> dict[str, Any]:
@@ -42,12 +35,6 @@ def tiny_config(out_dir: Path, target: str = "", **sections: dict[str, Any]) -> 
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return load_config(None, overrides)
-
-
-def fm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # --------------------------------------------------------------------------- the run folder and the run record
@@ -178,9 +165,7 @@ def test_runs_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_rollback_of_a_pruned_run_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     for run in range(3):
-        with open_sink(f"sqlite:///{db}", run_id=f"p{run}", keep_runs=2) as sink:
-            for b in run_batches(run):
-                sink.write(b)
+        publish(f"sqlite:///{db}", f"p{run}", run_batches(run), keep_runs=2)
     from fmrec.errors import StoreError
 
     with pytest.raises(StoreError, match="p0"):
@@ -229,29 +214,7 @@ def test_failed_stage_leaves_postgres_lists_untouched(tmp_path: Path, pg_target:
 def test_sqlite_reader_never_sees_mixed_or_partial_run_20_runs(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
-    with open_sink(url, run_id="run_0") as sink:
-        for b in run_batches(0):
-            sink.write(b)
-    stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout is not None
-        assert reader.stdout.readline().strip() == "ready"
-        for run in range(1, 21):
-            with open_sink(url, run_id=f"run_{run}", keep_runs=3) as sink:
-                for b in run_batches(run):
-                    sink.write(b)
-                    time.sleep(0.003)
-            time.sleep(0.02)
-        stop.touch()
-        out, err = reader.communicate(timeout=60)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert reader.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = publish_while_reading(url, 20, SQLITE_READER, str(db), tmp_path=tmp_path, timeout=60)
     assert result["bad"] == [] and result["errors"] == [], result
     assert result["polls"] > 20 and len(result["seen"]) >= 5, result
     assert [r.run_id for r in list_published_runs(url)] == ["run_20", "run_19", "run_18"]

@@ -66,6 +66,14 @@ def ls_update(X, c, w0, w, V, param, alpha, mu, lam, z):
     return A.coord_ls(colptr, rows, vals, param[1], theta, param[0] == "v", c, alpha, mu, lam, z)
 
 
+def logistic_update(X, c, w0, w, V, param, y, lam):
+    colptr, rows, vals = csc_of(X)
+    theta = get_param(w0, w, V, param)
+    if param[0] == "w0":
+        return A.coord_logistic_w0(theta, c, y, lam)
+    return A.coord_logistic(colptr, rows, vals, param[1], theta, param[0] == "v", c, y, lam)
+
+
 # ------------------------------------------------------------------ one update vs reference
 @pytest.mark.parametrize("param", PARAMS)
 def test_als_coordinate_update_matches_reference(param: tuple) -> None:
@@ -122,12 +130,7 @@ def test_logistic_coordinate_step_matches_reference(param: tuple) -> None:
     f = param[2] if param[0] == "v" else 0
     lam = 0.4
     c = caches(X, 0.0, w0, w, V, f)  # c[:, 0] = scores
-    colptr, rows, vals = csc_of(X)
-    theta = get_param(w0, w, V, param)
-    if param[0] == "w0":
-        new = A.coord_logistic_w0(theta, c, y, lam)
-    else:
-        new = A.coord_logistic(colptr, rows, vals, param[1], theta, param[0] == "v", c, y, lam)
+    new = logistic_update(X, c, w0, w, V, param, y, lam)
     ref = logistic_newton_coordinate(X, y, w0, w, V, param, lam)
     assert new == pytest.approx(ref, rel=1e-9, abs=1e-12)
     assert logistic_objective(X, y, *with_param(w0, w, V, param, new), lam, param) <= \
@@ -378,12 +381,8 @@ def test_logistic_coordinate_backtracks_when_newton_overshoots(param: tuple) -> 
     f = param[2] if param[0] == "v" else 0
     lam = 1e-3
     c = caches(X, 0.0, w0, w, V, f)
-    colptr, rows, vals = csc_of(X)
     theta = get_param(w0, w, V, param)
-    if param[0] == "w0":
-        new = A.coord_logistic_w0(theta, c, y, lam)
-    else:
-        new = A.coord_logistic(colptr, rows, vals, param[1], theta, param[0] == "v", c, y, lam)
+    new = logistic_update(X, c, w0, w, V, param, y, lam)
     ref = logistic_newton_coordinate(X, y, w0, w, V, param, lam)
     assert new == pytest.approx(ref, rel=1e-9, abs=1e-12)
     # the full Newton step was not taken ...

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from fmrec.store import (
     validate_run_id,
 )
 from fmrec.topk import TopK
+
+from _readers import SQLITE_READER, publish, publish_while_reading, reader_process, run_batches, stop_reader, table_rows
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -323,84 +322,11 @@ def test_sqlite_duplicate_user_fails_publish_and_keeps_view(tmp_path: Path) -> N
 # ---------------------------------------------------------------------------
 # SQLite specifics
 
-READER = textwrap.dedent(
-    """
-    import json, os, sqlite3, sys, time
-    db, stop = sys.argv[1], sys.argv[2]
-    def n_users(run): return 20 + 5 * run
-    def k_of(run): return 2 + run % 5
-    conn = sqlite3.connect(db, timeout=5, isolation_level=None)
-    polls, seen, bad, errors = 0, set(), [], []
-    ready = False
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if os.path.exists(stop) and polls > 20:
-            break
-        try:
-            rows = conn.execute(
-                "SELECT user_id, count(*), min(rank), max(rank), min(score), max(score) "
-                "FROM recommendations GROUP BY user_id"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            errors.append(str(exc))
-            continue
-        polls += 1
-        runs = {int(r[4] // 1000) for r in rows} | {int(r[5] // 1000) for r in rows}
-        if len(runs) != 1:
-            bad.append(("mixed", sorted(runs)))
-        else:
-            run = runs.pop()
-            seen.add(run)
-            if len(rows) != n_users(run):
-                bad.append(("users", run, len(rows)))
-            for _, cnt, lo, hi, _, _ in rows:
-                if (cnt, lo, hi) != (k_of(run), 1, k_of(run)):
-                    bad.append(("partial", run, cnt, lo, hi))
-                    break
-        if not ready:
-            print("ready", flush=True)
-            ready = True
-    print(json.dumps({"polls": polls, "seen": sorted(seen), "bad": bad[:5], "errors": errors[:5]}), flush=True)
-    """
-)
-
-
-def run_batches(run: int) -> list[TopK]:
-    """Run ``run``: 20 + 5*run users, k = 2 + run % 5, scores in [1000*run, 1000*run + k)."""
-    n, k = 20 + 5 * run, 2 + run % 5
-    users = np.arange(1, n + 1, dtype=np.int64)
-    items = np.tile(np.arange(1, k + 1, dtype=np.int64), (n, 1)) + users[:, None] * 10
-    scores = np.tile((1000.0 * run + np.arange(k - 1, -1, -1)).astype(np.float32), (n, 1))
-    return [TopK(users[s : s + 9], items[s : s + 9], scores[s : s + 9]) for s in range(0, n, 9)]
-
 
 def test_sqlite_reader_in_other_process_never_sees_mixed_or_partial_run(tmp_path: Path) -> None:
     db = tmp_path / "live.db"
     url = f"sqlite:///{db}"
-    with open_sink(url, run_id="run_0") as sink:
-        for b in run_batches(0):
-            sink.write(b)
-    stop = tmp_path / "stop"
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert reader.stdout is not None
-        assert reader.stdout.readline().strip() == "ready"
-        for run in range(1, 11):
-            with open_sink(url, run_id=f"run_{run}", keep_runs=3) as sink:
-                for b in run_batches(run):
-                    sink.write(b)
-                    time.sleep(0.003)  # a slow writer: the reader polls mid-run
-            time.sleep(0.02)
-        stop.touch()
-        out, err = reader.communicate(timeout=30)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert reader.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = publish_while_reading(url, 10, SQLITE_READER, str(db), tmp_path=tmp_path, timeout=30)
     assert result["bad"] == [], result
     assert result["errors"] == [], result
     assert result["polls"] > 20
@@ -413,40 +339,24 @@ def test_sqlite_reader_in_other_process_never_sees_mixed_or_partial_run(tmp_path
 def test_reader_detects_a_non_atomic_writer(tmp_path: Path) -> None:
     """Control for the test above: rewriting the served table in place IS caught by the reader."""
     db = tmp_path / "naive.db"
-    with open_sink(f"sqlite:///{db}", run_id="run_0") as sink:
-        for b in run_batches(0):
-            sink.write(b)
+    publish(f"sqlite:///{db}", "run_0", run_batches(0))
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    with reader_process(SQLITE_READER, str(db), str(stop)) as reader:
         conn = sqlite3.connect(db, isolation_level=None)
         for run in range(1, 4):
             conn.execute("DELETE FROM fmrec_run_run_0")
             for b in run_batches(run):
-                users = np.repeat(b.user_ids, b.k).tolist()
-                ranks = np.tile(np.arange(1, b.k + 1), len(b)).tolist()
-                conn.executemany(
-                    "INSERT INTO fmrec_run_run_0 VALUES (?, ?, ?, ?)",
-                    zip(users, ranks, b.item_ids.ravel().tolist(), b.scores.ravel().tolist()),
-                )
+                conn.executemany("INSERT INTO fmrec_run_run_0 VALUES (?, ?, ?, ?)", table_rows(b))
                 time.sleep(0.01)
         conn.close()
-        stop.touch()
-        out, _ = reader.communicate(timeout=30)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-    assert json.loads(out.strip().splitlines()[-1])["bad"] != []
+        result = stop_reader(reader, stop, timeout=30)
+    assert result["bad"] != []
 
 
 def test_sqlite_wal_index_runs_table_and_keep_runs(tmp_path: Path) -> None:
     db = tmp_path / "k.db"
     for run in range(5):
-        with open_sink(f"sqlite:///{db}", run_id=f"r{run}", keep_runs=2, meta={"note": run}) as sink:
-            for b in run_batches(run):
-                sink.write(b)
+        publish(f"sqlite:///{db}", f"r{run}", run_batches(run), keep_runs=2, meta={"note": run})
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,8 @@ from fmrec.model.io import load_seen
 from fmrec.model.streaming import ParquetSource
 from fmrec.recommend import recommend_all
 from fmrec.topk import TopK
+
+pytestmark = pytest.mark.usefixtures("reset_cli_logging")
 
 SMALL = dict(n_factors=8, n_epochs=3, random_state=1)
 
@@ -56,15 +57,6 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def train_file(frames: tuple[pd.DataFrame, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write(frames[0], tmp_path_factory.mktemp("stream") / "train.parquet")
-
-
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    yield
-    root = logging.getLogger("fmrec")
-    root.handlers.clear()
-    root.setLevel(logging.NOTSET)
-    root.propagate = True
 
 
 def rmse(model: FactorizationMachine, df: pd.DataFrame) -> float:

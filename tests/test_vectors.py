@@ -8,9 +8,7 @@ must fail with one line naming the file and the array.
 from __future__ import annotations
 
 import json
-import logging
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +23,11 @@ from fmrec.recommend import recommend_all
 from fmrec.topk import TopK
 from fmrec.vectors import VectorSet, export_model_vectors, load_vectors, save_vectors
 
+from _helpers import fm
 from reference import assert_topk_equivalent
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    yield
-    root = logging.getLogger("fmrec")
-    root.handlers.clear()
-    root.setLevel(logging.NOTSET)
-    root.propagate = True
-
-
-def fm(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+pytestmark = pytest.mark.usefixtures("reset_cli_logging")
 
 
 def one_line_error(rc: int, err: str, *needles: str) -> str:
