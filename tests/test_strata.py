@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from fmrec.data import Interactions
 from fmrec.model import FactorizationMachine
 from fmrec.model import _kernels as K
-from fmrec.model._strata import Strata
+from fmrec.model._strata import Strata, balanced_blocks
 
 from reference import sgd_step_naive
 
@@ -63,19 +63,20 @@ def test_two_threads_on_a_plain_design_matrix_are_reproducible() -> None:
     assert np.isfinite(a.predict(M)).all()
 
 
-def strata_epoch_reference(X: np.ndarray, y: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray, T: int,
+def strata_epoch_reference(X: np.ndarray, y: np.ndarray, user_block: np.ndarray, item_block: np.ndarray, T: int,
                            order: np.ndarray, params: dict, lr: tuple, l2: tuple) -> dict:
     """The schedule written out: in round s thread t runs plain SGD (one naive step per
     row) on its own copy of the round's starting state over the rows of stratum
-    (t, (t + s) % T) in epoch order; then every parameter becomes G + sum_t (P_t - G).
-    (Exclusive columns change in one thread only, so this is exact for them too.)"""
+    (t, (t + s) % T) in epoch order (``user_block``/``item_block``: each row's blocks);
+    then every parameter becomes G + sum_t (P_t - G).  (Exclusive columns change in
+    one thread only, so this is exact for them too.)"""
     for s in range(T):
         start = copy.deepcopy(params)
         copies = []
         for t in range(T):
             P = copy.deepcopy(start)
             for r in order:
-                if user_idx[r] % T == t and item_idx[r] % T == (t + s) % T:
+                if user_block[r] == t and item_block[r] == (t + s) % T:
                     sgd_step_naive(X[r], y[r], "regression", P, lr, l2, "adagrad")
             copies.append(P)
         for key in params:
@@ -103,10 +104,10 @@ def test_strata_rounds_equal_the_schedule_written_out() -> None:
     lr = (0.05, 0.05, 0.05)
     l2 = (0.0, rng.uniform(0, 0.05, n).astype(np.float32), rng.uniform(0, 0.05, n).astype(np.float32))
     order = rng.permutation(M.shape[0])
-    want = strata_epoch_reference(M.toarray(), y, data.user_idx, data.item_idx, T, order, copy.deepcopy(params),
-                                  lr, l2)
+    strata = Strata(T, n, id_columns(enc), np.bincount(data.user_idx), np.bincount(data.item_idx))
+    want = strata_epoch_reference(M.toarray(), y, strata.user_block[data.user_idx],
+                                  strata.item_block[data.item_idx], T, order, copy.deepcopy(params), lr, l2)
 
-    strata = Strata(T, n, id_columns(enc))
     assert strata.n_shared == enc._field("user:group").size  # only the feature field is shared
     idx = strata.remap(M, strata.thread_of(data.user_idx, M.shape[0]))
     w_e, V_e, gw_e, gV_e = (strata.extend(params[key].copy()) for key in ("w", "V", "g_w", "g_V"))
@@ -131,14 +132,14 @@ def test_round_schedule_covers_every_row_once_with_disjoint_blocks() -> None:
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, 50, 500), rng.integers(0, 40, 500)
     for T in (2, 3):
-        st = Strata(T, 90, np.ones(90, bool))
+        st = Strata(T, 90, np.ones(90, bool), np.bincount(u, minlength=50), np.bincount(i, minlength=40))
         order = rng.permutation(500)
         seen = []
         for rows, bounds, blocks in st.rounds(order, u, i):
             assert sorted(blocks.tolist()) == list(range(T))  # a permutation of item blocks
             for t in range(T):
                 mine = rows[bounds[t, 0]:bounds[t, 1]]
-                assert np.all(u[mine] % T == t) and np.all(i[mine] % T == blocks[t])
+                assert np.all(st.user_block[u[mine]] == t) and np.all(st.item_block[i[mine]] == blocks[t])
                 assert list(mine) == [r for r in order if r in set(mine.tolist())]  # epoch order kept
                 seen.extend(mine.tolist())
         assert sorted(seen) == list(range(500))
@@ -195,3 +196,16 @@ def test_field_l2_errors_and_cli(tmp_path, capsys) -> None:
     assert load_model(tmp_path / "m").field_l2 == {"user": 0.5, "item": [0.1, 0.2]}
     assert main(["train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m2"), "--field-l2", "user"]) == 1
     assert "--field-l2: expected FIELD=L2" in capsys.readouterr().err
+
+
+def test_blocks_are_balanced_by_rows_even_for_skewed_popularity() -> None:
+    rng = np.random.default_rng(0)
+    counts = np.bincount(np.minimum(rng.zipf(1.3, 200_000) - 1, 4999), minlength=5000)
+    for T in (2, 3, 4):
+        b = balanced_blocks(counts, T)
+        load = np.bincount(b, weights=counts, minlength=T)
+        assert set(b.tolist()) == set(range(T))
+        # the heaviest item alone may exceed total / T; otherwise the blocks are within 2 %
+        assert load.max() <= max(1.02 * counts.sum() / T, counts.max() * 1.02)
+        assert np.array_equal(b, balanced_blocks(counts, T))  # deterministic
+    assert np.all(balanced_blocks(counts, 1) == 0)

@@ -22,8 +22,12 @@ OPT_ADAGRAD = 1
 
 _EPS = 1e-8
 
+#: Dot products may be reassociated (SIMD) and contracted (FMA): no NaN/Inf
+#: assumptions, so IEEE semantics otherwise hold; results stay deterministic per sample.
+_REASSOC = {"reassoc", "contract"}
 
-@njit(cache=True, fastmath=False, nogil=True)
+
+@njit(cache=True, fastmath=_REASSOC, nogil=True)
 def _row_score(indptr, indices, data, r, w0, w, V, sums):
     """FM score of row r; fills ``sums[f] = sum_j v_jf x_j``."""
     k = V.shape[1]
@@ -78,7 +82,7 @@ def _loss_grad(task, score, y):
     return loss, p - y
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _sgd_range(
     indptr, indices, data, y, order, lo, hi, task, optimizer,
     w0, w, V, g_w0, g_w, g_V,
@@ -183,7 +187,7 @@ def _is_positive(pos_indptr, pos_indices, u, j):
     return lo < pos_indptr[u + 1] and pos_indices[lo] == j
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _side_sum(indptr, indices, data, r, V, out):
     """out[f] = sum_l V[l, f] x_l over side row r."""
     k = V.shape[1]
@@ -196,7 +200,7 @@ def _side_sum(indptr, indices, data, r, V, out):
             out[f] += V[j, f] * x
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _item_score(ip, ii, idata, i, w, V, p_u, q):
     """<p_u, q_i> + w.x_i + P(x_i); fills q = V^T x_i."""
     k = V.shape[1]
@@ -228,35 +232,56 @@ def _adagrad(value, grad, acc, lr, optimizer):
     return value - lr * grad, acc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _pair_update(
     up, ui, udata, u, ip, ii, idata, i, j, g, optimizer,
     w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, p_u, q_i, q_j,
 ):
     """Apply dL/dd = g for d = y(u,i) - y(u,j) (parameters read before any write)."""
     k = V.shape[1]
+    lrv = np.float32(lr_v)
+    eps = np.float32(_EPS)
+    ada = optimizer == OPT_ADAGRAD
     # user-side factors: dd/dv_l = x_l (q_i - q_j)
     for p in range(up[u], up[u + 1]):
         l = ui[p]
-        x = udata[p]
-        for f in range(k):
-            v = V[l, f]
-            grad = g * x * (q_i[f] - q_j[f]) + l2_v[l] * v
-            V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
-    # positive item side: dy/dv_l = x_l (p_u + q_i - v_l x_l); dy/dw_l = x_l
+        gx = np.float32(g * udata[p])
+        l2 = np.float32(l2_v[l])
+        if ada:
+            for f in range(k):
+                v = V[l, f]
+                grad = gx * (q_i[f] - q_j[f]) + l2 * v
+                acc = g_V[l, f] + grad * grad
+                g_V[l, f] = acc
+                V[l, f] = v - lrv * grad / (np.sqrt(acc) + eps)
+        else:
+            for f in range(k):
+                v = V[l, f]
+                V[l, f] = v - lrv * (gx * (q_i[f] - q_j[f]) + l2 * v)
+    # item sides: dy/dv_l = x_l (p_u + q_it - v_l x_l); dy/dw_l = x_l
     for side in range(2):
         it = i if side == 0 else j
+        q = q_i if side == 0 else q_j
         sign = 1.0 if side == 0 else -1.0
         for p in range(ip[it], ip[it + 1]):
             l = ii[p]
             x = idata[p]
             gw = sign * g * x + l2_w[l] * w[l]
             w[l], g_w[l] = _adagrad(w[l], gw, g_w[l], lr_w, optimizer)
-            for f in range(k):
-                v = V[l, f]
-                s = p_u[f] + (q_i[f] if side == 0 else q_j[f])
-                grad = sign * g * x * (s - v * x) + l2_v[l] * v
-                V[l, f], g_V[l, f] = _adagrad(v, grad, g_V[l, f], lr_v, optimizer)
+            gx = np.float32(sign * g * x)
+            xf = np.float32(x)
+            l2 = np.float32(l2_v[l])
+            if ada:
+                for f in range(k):
+                    v = V[l, f]
+                    grad = gx * (p_u[f] + q[f] - v * xf) + l2 * v
+                    acc = g_V[l, f] + grad * grad
+                    g_V[l, f] = acc
+                    V[l, f] = v - lrv * grad / (np.sqrt(acc) + eps)
+            else:
+                for f in range(k):
+                    v = V[l, f]
+                    V[l, f] = v - lrv * (gx * (p_u[f] + q[f] - v * xf) + l2 * v)
 
 
 @njit(cache=True, nogil=True)
@@ -272,9 +297,9 @@ def _pairwise_range(
     n_pool = neg_pool.shape[0]
     if n_pool == 0:
         return 0.0
-    p_u = np.empty(k, dtype=np.float64)
-    q_i = np.empty(k, dtype=np.float64)
-    q_j = np.empty(k, dtype=np.float64)
+    p_u = np.empty(k, dtype=np.float32)
+    q_i = np.empty(k, dtype=np.float32)
+    q_j = np.empty(k, dtype=np.float32)
     np.random.seed(seed)
     total = 0.0
     for t in range(lo, hi):
@@ -310,10 +335,10 @@ def _pairwise_range(
             while trials < max_sampled:
                 trials += 1
                 c = neg_pool[np.random.randint(0, n_pool)]
-                if _is_positive(pos_indptr, pos_indices, u, c):
-                    continue
                 y_c = _item_score(ip, ii, idata, item_off + c, w, V, p_u, q_j)
-                if y_c > y_i - 1.0:
+                # a violator that is one of the user's positives is no negative; checking that only
+                # for violators (most candidates are not) gives the same draws and outcome, cheaper
+                if y_c > y_i - 1.0 and not _is_positive(pos_indptr, pos_indices, u, c):
                     j = c
                     y_j = y_c
                     break

@@ -5,8 +5,10 @@ parameters, so the same seed gives a different model on every run.  Here every
 thread owns what it writes during a *round*, and shared parameters are merged in
 a fixed order after it, so the model depends on the seed and ``T`` only:
 
-- Rows are (user, item) pairs.  Users go to user block ``u % T``, items to item
-  block ``i % T`` (DSGD, Gemulla et al., KDD 2011).  An epoch has ``T`` rounds;
+- Rows are (user, item) pairs.  Users go to one of ``T`` user blocks and items to
+  one of ``T`` item blocks, each balanced by row count (greedy: busiest first, to
+  the lightest block; popular items would otherwise unbalance the threads), as in
+  DSGD (Gemulla et al., KDD 2011).  An epoch has ``T`` rounds;
   in round ``s`` thread ``t`` processes, in the epoch's shuffled order, the rows
   of stratum ``(t, (t + s) % T)``.  Two threads never touch the same user-ID or
   item-ID column in a round.
@@ -18,9 +20,11 @@ a fixed order after it, so the model depends on the seed and ``T`` only:
 - Without user/item structure (a plain design matrix) every column is shared,
   rows go to threads round-robin and an epoch has ``UNSTRUCTURED_ROUNDS`` rounds.
 
-Ranking (BPR/WARP) draws a positive's negatives from the positive's item block,
-so the sampled item is owned by the same thread; over an epoch every block is
-visited.  ``T = 1`` is the plain sequential schedule.
+Ranking (BPR/WARP) samples negatives from the whole catalogue (restricting them
+to the positive's block would bias every pair's negatives the same way each
+epoch), so there item columns are shared too: each thread updates its own copy of
+the item parameters during a round, merged like every shared column; only the
+user columns are owned.  ``T = 1`` is the plain sequential schedule.
 """
 
 from __future__ import annotations
@@ -38,12 +42,17 @@ class Strata:
 
     ``exclusive``: bool per design column, True for columns only ever touched by
     rows of one user block or one item block (the ID one-hot columns).
-    ``structured``: rows carry user and item blocks (``u % T``, ``i % T``);
-    otherwise rows go to threads round-robin and every column must be shared.
+    ``user_counts`` / ``item_counts``: rows per user / item (a structured schedule:
+    rows carry user and item blocks); ``None``: rows go to threads round-robin and
+    every column must be shared.
     """
 
-    def __init__(self, n_threads: int, n_features: int, exclusive: np.ndarray, structured: bool = True) -> None:
+    def __init__(self, n_threads: int, n_features: int, exclusive: np.ndarray,
+                 user_counts: np.ndarray | None = None, item_counts: np.ndarray | None = None) -> None:
         self.T = int(n_threads)
+        structured = user_counts is not None and item_counts is not None
+        self.user_block = balanced_blocks(user_counts, self.T) if structured else None
+        self.item_block = balanced_blocks(item_counts, self.T) if structured else None
         self.n = int(n_features)
         self.structured = bool(structured)
         self.shared = np.flatnonzero(~np.asarray(exclusive, dtype=bool)).astype(np.int64)
@@ -144,7 +153,7 @@ class Strata:
             total += K.pairwise_round(
                 up, arrays["ui"], ud, arrays["ip"], arrays["ii"], arrays["idata"], pos_u, pos_i, pos_indptr,
                 pos_indices, rows, bounds, sd, loss_kind, max_sampled, optimizer, w_e, V_e, g_w_e, g_V_e,
-                *lr, *l2, n_items, arrays["pools"], arrays["pool_off"], blocks,
+                *lr, *l2, n_items, arrays["pools"], arrays["pool_off"], np.zeros_like(blocks),
             )
             self.end_round(*self.params)
         return total
@@ -153,7 +162,7 @@ class Strata:
     def thread_of(self, user_idx: np.ndarray | None, n_rows: int) -> np.ndarray:
         """The thread that processes each row: its user block, or round-robin."""
         if self.structured:
-            return np.asarray(user_idx, dtype=np.int64) % self.T
+            return self.user_block[np.asarray(user_idx, dtype=np.int64)]
         return np.arange(n_rows, dtype=np.int64) % self.T
 
     def rounds(self, order: np.ndarray, user_idx: np.ndarray | None = None,
@@ -164,7 +173,7 @@ class Strata:
         order = np.asarray(order, dtype=np.int64)
         n_rows = len(order) if user_idx is None else len(user_idx)
         thread = self.thread_of(user_idx, n_rows)[order]
-        col = None if not self.structured else (np.asarray(item_idx, dtype=np.int64) % self.T)[order]
+        col = None if not self.structured else self.item_block[np.asarray(item_idx, dtype=np.int64)][order]
         out = []
         for s in range(self.n_rounds):
             parts, bounds, blocks = [], np.zeros((self.T, 2), dtype=np.int64), np.zeros(self.T, dtype=np.int64)
@@ -184,29 +193,52 @@ class Strata:
         return out
 
 
+def balanced_blocks(counts: np.ndarray, T: int) -> np.ndarray:
+    """Block (0..T-1) of every entity: busiest first, each to the block with the fewest
+    rows so far (ties to the lower block); deterministic."""
+    counts = np.asarray(counts, dtype=np.int64)
+    block = np.zeros(len(counts), dtype=np.int64)
+    if T <= 1 or len(counts) == 0:
+        return block
+    order = np.argsort(-counts, kind="stable")
+    load = np.zeros(T, dtype=np.int64)
+    big = order[counts[order] > 0]
+    for e in big[: 4 * T * 64]:  # the heavy head one by one
+        b = int(np.argmin(load))
+        block[e] = b
+        load[b] += counts[e]
+    rest = order[min(len(big), 4 * T * 64):]
+    if len(rest):
+        # the long tail fills each block up to an even share, in order (water filling)
+        cap = np.maximum(counts.sum() / T - load, 0.0)
+        blocks_by_room = np.argsort(-cap, kind="stable")
+        edges = np.cumsum(cap[blocks_by_room])
+        filled = np.cumsum(counts[rest]) - counts[rest]  # rows placed before each entity
+        slot = np.minimum(np.searchsorted(edges, filled, side="right"), T - 1)
+        block[rest] = blocks_by_room[slot]
+    return block
+
+
 def pairwise_arrays(strata: Strata, U: sp.csr_matrix, It: sp.csr_matrix) -> dict[str, np.ndarray]:
     """Kernel arrays for :func:`fmrec.model._kernels.pairwise_round`: user rows remapped
     for their owning thread; item rows remapped once per thread and stacked (row
-    ``t * n_items + i``); item blocks as sampling pools."""
+    ``t * n_items + i``); the whole catalogue as the one negative pool."""
     T, n_items = strata.T, It.shape[0]
     ip = It.indptr.astype(np.int64)
-    item_block = np.arange(n_items) % T
-    pool_off = np.zeros(T + 1, dtype=np.int64)
-    np.cumsum(np.bincount(item_block, minlength=T), out=pool_off[1:])
     return {
-        "ui": strata.remap(U, np.arange(U.shape[0]) % T),
+        "ui": strata.remap(U, strata.user_block),
         "ip": np.concatenate([ip[:-1] + t * ip[-1] for t in range(T)] + [ip[-1:] * T]).astype(np.int64),
         "ii": np.concatenate([strata.remap(It, np.full(n_items, t)) for t in range(T)]),
         "idata": np.tile(It.data.astype(np.float32), T),
-        "pools": np.argsort(item_block, kind="stable").astype(np.int64),
-        "pool_off": pool_off,
+        "pools": np.arange(n_items, dtype=np.int64),  # negatives: any item (one pool, block 0)
+        "pool_off": np.array([0, n_items], dtype=np.int64),
     }
 
 
-def id_columns(encoder) -> np.ndarray:
-    """Bool mask of an encoder's user-ID and item-ID one-hot columns."""
+def id_columns(encoder, sides: tuple[str, ...] = ("user", "item")) -> np.ndarray:
+    """Bool mask of an encoder's user-ID and/or item-ID one-hot columns."""
     mask = np.zeros(encoder.n_features, dtype=bool)
-    for name in ("user", "item"):
+    for name in sides:
         f = encoder._field(name)
         mask[f.offset:f.offset + f.size] = True
     return mask

@@ -463,8 +463,12 @@ class FactorizationMachine:
 
             T = n_threads
             structured = isinstance(X, Interactions)
-            exclusive = id_columns(self.encoder_) if structured else np.zeros(n_features, bool)
-            strata = Strata(T, n_features, exclusive, structured)
+            if structured:
+                strata = Strata(T, n_features, id_columns(self.encoder_),
+                                np.bincount(X.user_idx, minlength=self.encoder_.n_users),
+                                np.bincount(X.item_idx, minlength=self.encoder_.n_items))
+            else:
+                strata = Strata(T, n_features, np.zeros(n_features, bool))
             row_u = X.user_idx if structured else None
             row_i = X.item_idx if structured else None
             indices = strata.remap(M, strata.thread_of(row_u, M.shape[0]))
@@ -667,7 +671,8 @@ class FactorizationMachine:
 
             T = n_threads
             n_items = enc.n_items
-            strata = Strata(T, n_features, id_columns(enc))
+            strata = Strata(T, n_features, id_columns(enc, ("user",)), np.diff(pos.indptr),
+                            np.bincount(pos.indices, minlength=enc.n_items))
             pa = pairwise_arrays(strata, U, It)
             w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
         l2 = self._l2_columns(n_features)

@@ -716,7 +716,7 @@ def fit_stream(model: Any, source: ParquetSource, *, valid: Any = None, y_valid:
         _train_ranking(model, source, scan, pos, valid, info)
         model.train_pattern_ = pos
     else:
-        _train_sgd(model, source, scan, valid, y_valid, info)
+        _train_sgd(model, source, scan, valid, y_valid, info, seen)
     model.seen_ = seen
     info["seconds"] = time.perf_counter() - t0
     model.stream_info_ = info
@@ -739,7 +739,7 @@ def _diverged(model: Any, epoch: int, loss: float, lr_v: float) -> DivergenceErr
 
 
 def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_valid: Any,
-               info: dict[str, Any]) -> None:
+               info: dict[str, Any], seen: sp.csr_matrix) -> None:
     """Regression / binary: the in-memory epoch loop, one kernel call per streamed batch."""
     from fmrec._threads import resolve_threads, thread_limits
     from fmrec.model import _kernels as K
@@ -785,7 +785,9 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
     if n_threads > 1:  # the reproducible parallel schedule, batch by batch (fmrec.model._strata)
         from fmrec.model._strata import Strata, id_columns
 
-        strata = Strata(n_threads, n_features, id_columns(enc))
+        # blocks balanced by distinct (user, item) pairs, from the pass-2 pattern
+        strata = Strata(n_threads, n_features, id_columns(enc), np.diff(seen.indptr),
+                        np.bincount(seen.indices, minlength=seen.shape[1]))
         w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
         l2_w, l2_v = strata.penalties(l2_w, l2_v)
 
@@ -879,7 +881,8 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
     if n_threads > 1:  # the reproducible parallel schedule, chunk by chunk (fmrec.model._strata)
         from fmrec.model._strata import Strata, id_columns, pairwise_arrays
 
-        strata = Strata(n_threads, n_features, id_columns(enc))
+        strata = Strata(n_threads, n_features, id_columns(enc, ("user",)), np.diff(pos.indptr),
+                        np.bincount(pos.indices, minlength=pos.shape[1]))
         pa = pairwise_arrays(strata, U, It)
         w, V, g_w, g_V = strata.attach(w, V, g_w, g_V)
         l2_w, l2_v = strata.penalties(l2_w, l2_v)
