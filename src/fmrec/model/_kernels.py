@@ -233,31 +233,37 @@ def _adagrad(value, grad, acc, lr, optimizer):
 
 
 @njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _factor_row(V, g_V, l, gx, a, b, b_sign, xf, l2, lrv, eps, ada):
+    """Row l of V steps along grad_f = gx * (a_f + b_sign * b_f - v_f * xf) + l2 * v_f
+    (AdaGrad when ``ada``); a straight-line f loop, so it vectorises."""
+    if ada:
+        for f in range(V.shape[1]):
+            v = V[l, f]
+            grad = gx * (a[f] + b_sign * b[f] - v * xf) + l2 * v
+            acc = g_V[l, f] + grad * grad
+            g_V[l, f] = acc
+            V[l, f] = v - lrv * grad / (np.sqrt(acc) + eps)
+    else:
+        for f in range(V.shape[1]):
+            v = V[l, f]
+            V[l, f] = v - lrv * (gx * (a[f] + b_sign * b[f] - v * xf) + l2 * v)
+
+
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _pair_update(
     up, ui, udata, u, ip, ii, idata, i, j, g, optimizer,
     w, V, g_w, g_V, lr_w, lr_v, l2_w, l2_v, p_u, q_i, q_j,
 ):
     """Apply dL/dd = g for d = y(u,i) - y(u,j) (parameters read before any write)."""
-    k = V.shape[1]
     lrv = np.float32(lr_v)
     eps = np.float32(_EPS)
     ada = optimizer == OPT_ADAGRAD
+    zero = np.float32(0.0)
     # user-side factors: dd/dv_l = x_l (q_i - q_j)
     for p in range(up[u], up[u + 1]):
         l = ui[p]
-        gx = np.float32(g * udata[p])
-        l2 = np.float32(l2_v[l])
-        if ada:
-            for f in range(k):
-                v = V[l, f]
-                grad = gx * (q_i[f] - q_j[f]) + l2 * v
-                acc = g_V[l, f] + grad * grad
-                g_V[l, f] = acc
-                V[l, f] = v - lrv * grad / (np.sqrt(acc) + eps)
-        else:
-            for f in range(k):
-                v = V[l, f]
-                V[l, f] = v - lrv * (gx * (q_i[f] - q_j[f]) + l2 * v)
+        _factor_row(V, g_V, l, np.float32(g * udata[p]), q_i, q_j, np.float32(-1.0), zero,
+                    np.float32(l2_v[l]), lrv, eps, ada)
     # item sides: dy/dv_l = x_l (p_u + q_it - v_l x_l); dy/dw_l = x_l
     for side in range(2):
         it = i if side == 0 else j
@@ -268,20 +274,8 @@ def _pair_update(
             x = idata[p]
             gw = sign * g * x + l2_w[l] * w[l]
             w[l], g_w[l] = _adagrad(w[l], gw, g_w[l], lr_w, optimizer)
-            gx = np.float32(sign * g * x)
-            xf = np.float32(x)
-            l2 = np.float32(l2_v[l])
-            if ada:
-                for f in range(k):
-                    v = V[l, f]
-                    grad = gx * (p_u[f] + q[f] - v * xf) + l2 * v
-                    acc = g_V[l, f] + grad * grad
-                    g_V[l, f] = acc
-                    V[l, f] = v - lrv * grad / (np.sqrt(acc) + eps)
-            else:
-                for f in range(k):
-                    v = V[l, f]
-                    V[l, f] = v - lrv * (gx * (p_u[f] + q[f] - v * xf) + l2 * v)
+            _factor_row(V, g_V, l, np.float32(sign * g * x), p_u, q, np.float32(1.0), np.float32(x),
+                        np.float32(l2_v[l]), lrv, eps, ada)
 
 
 @njit(cache=True, nogil=True)
