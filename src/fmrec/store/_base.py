@@ -257,6 +257,22 @@ def normalize_batch(topk: Any) -> Batch:
     return Batch(user_ids, item_ids, scores, counts, mask, user_kind, item_kind)
 
 
+def topk_from_rows(rows: list[tuple[Any, ...]], *, k: int | None = None, where: str | None = None) -> "TopK":
+    """:func:`topk_from_long` of database rows ``(user_id, rank, item_id, score)``: an ID
+    column of Python ints becomes int64, anything else stays object (string IDs)."""
+
+    def col(i: int) -> np.ndarray:
+        vals = [row[i] for row in rows]
+        if all(isinstance(v, int) for v in vals):
+            return np.asarray(vals, dtype=np.int64)
+        out = np.empty(len(vals), dtype=object)
+        out[:] = vals
+        return out
+
+    return topk_from_long(col(0), col(1).astype(np.int64), col(2),
+                          np.asarray([row[3] for row in rows], dtype=np.float32), k=k, where=where)
+
+
 def topk_from_long(
     users: np.ndarray,
     ranks: np.ndarray,

@@ -76,7 +76,7 @@ from fmrec.store._base import (
     Sink,
     id_column,
     quote_identifier as q,
-    topk_from_long,
+    topk_from_rows,
     validate_identifier,
     validate_run_id,
 )
@@ -843,15 +843,4 @@ def read_postgres_topk(
         except s.psycopg.Error as exc:
             raise s.fail("cannot read recommendations", exc) from None
 
-    def col(i: int) -> np.ndarray:
-        vals = [row[i] for row in rows]
-        if all(isinstance(v, int) for v in vals):
-            return np.asarray(vals, dtype=np.int64)
-        out = np.empty(len(vals), dtype=object)
-        out[:] = vals
-        return out
-
-    return topk_from_long(
-        col(0), col(1).astype(np.int64), col(2), np.asarray([row[3] for row in rows], dtype=np.float32),
-        k=k, where=redact_target(target),
-    )
+    return topk_from_rows(rows, k=k, where=redact_target(target))

@@ -54,7 +54,7 @@ from fmrec.store._base import (
     f32_shortest,
     id_column,
     quote_identifier as q,
-    topk_from_long,
+    topk_from_rows,
     utc_now_iso,
     validate_identifier,
     validate_run_id,
@@ -125,6 +125,14 @@ def sqlite_path(target: str | os.PathLike[str]) -> Path:
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     return conn
+
+
+def _open_existing(db: str | os.PathLike[str], timeout: float) -> tuple[Path, sqlite3.Connection]:
+    """(path, connection) of a database that must already exist (readers, rollback)."""
+    path = sqlite_path(db)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such SQLite database")
+    return path, _connect(path, timeout)
 
 
 def _table_exists(conn: sqlite3.Connection, name: str, kind: str = "table") -> bool:
@@ -556,10 +564,7 @@ def read_sqlite_topk(
     validate_identifier(view, "view")
     validate_identifier(table, "table")
     validate_identifier(runs_table, "runs_table")
-    path = sqlite_path(db)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such SQLite database")
-    conn = _connect(path, timeout)
+    path, conn = _open_existing(db, timeout)
     try:
         conn.execute("BEGIN")
         if run_id is not None:
@@ -588,18 +593,7 @@ def read_sqlite_topk(
     finally:
         conn.close()
 
-    def col(i: int) -> np.ndarray:
-        vals = [row[i] for row in rows]
-        if all(isinstance(v, int) for v in vals):
-            return np.asarray(vals, dtype=np.int64)
-        out = np.empty(len(vals), dtype=object)
-        out[:] = vals
-        return out
-
-    return topk_from_long(
-        col(0), col(1).astype(np.int64), col(2), np.asarray([row[3] for row in rows], dtype=np.float32),
-        k=k, where=str(path),
-    )
+    return topk_from_rows(rows, k=k, where=str(path))
 
 
 def rollback_sqlite(
@@ -617,10 +611,7 @@ def rollback_sqlite(
     """
     validate_run_id(run_id)
     validate_identifier(runs_table, "runs_table")
-    path = sqlite_path(db)
-    if not path.is_file():
-        raise StoreError(f"{path}: no such SQLite database")
-    conn = _connect(path, timeout)
+    path, conn = _open_existing(db, timeout)
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
