@@ -62,6 +62,19 @@ def _sift_down(hs, hi, start, n):
             break
 
 
+@njit(cache=True, nogil=True)
+def _pop_all(hs, hid, k):
+    """Heap sort in place: pop the worst to the end until the row is best first."""
+    for end in range(k - 1, 0, -1):
+        ts = hs[0]
+        ti = hid[0]
+        hs[0] = hs[end]
+        hid[0] = hid[end]
+        hs[end] = ts
+        hid[end] = ti
+        _sift_down(hs, hid, 0, end)
+
+
 @njit(cache=True)
 def _push_row(hs, hi, k, s, j):
     """Offer candidate (s, j) to a full heap of size k whose root is the worst."""
@@ -116,14 +129,7 @@ def heaps_to_sorted(heap_s, heap_i):
         # rebuild the heap invariant (rows may come unsorted), then pop worst to the end
         for start in range(k // 2 - 1, -1, -1):
             _sift_down(hs, hid, start, k)
-        for end in range(k - 1, 0, -1):
-            ts = hs[0]
-            ti = hid[0]
-            hs[0] = hs[end]
-            hid[0] = hid[end]
-            hs[end] = ts
-            hid[end] = ti
-            _sift_down(hs, hid, 0, end)
+        _pop_all(hs, hid, k)
         # now ascending from worst at the end? popping the worst to the end gives best-first order
         for c in range(k):
             if hs[c] == NEG_INF:
@@ -494,14 +500,7 @@ def rerank_candidates(Q, items, cand, excl_indptr, excl_indices, row_offset, k, 
             hs[0] = s
             hid[0] = j
             _sift_down(hs, hid, 0, k)
-        for end in range(k - 1, 0, -1):
-            ts = hs[0]
-            ti = hid[0]
-            hs[0] = hs[end]
-            hid[0] = hid[end]
-            hs[end] = ts
-            hid[end] = ti
-            _sift_down(hs, hid, 0, end)
+        _pop_all(hs, hid, k)
         for c in range(k):
             if hs[c] == NEG_INF:
                 hid[c] = -1

@@ -78,8 +78,9 @@ class BlockDesign:
         rows = np.asarray(rows, dtype=np.int64)
         return BlockDesign([(B, m[rows]) for B, m in self.blocks])
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """Concatenated kernel arrays (see :func:`gibbs_iteration_blocks`)."""
+    def arrays(self, columns: bool = True) -> tuple[np.ndarray, ...]:
+        """Concatenated kernel arrays (see :func:`gibbs_iteration_blocks`); ``columns=False``
+        leaves the CSC part empty (scoring needs only the rows)."""
         nb = len(self.blocks)
         n_rows = self.shape[0]
         col_off = np.zeros(nb + 1, dtype=np.int64)
@@ -105,11 +106,12 @@ class BlockDesign:
             indptr[rp_off[b]:rp_off[b + 1]] = B.indptr
             indices[nz_off[b]:nz_off[b + 1]] = B.indices
             data[nz_off[b]:nz_off[b + 1]] = B.data
-            C = B.tocsc()
-            C.sort_indices()
-            colptr[cp_off[b]:cp_off[b + 1]] = C.indptr
-            rowidx[nz_off[b]:nz_off[b + 1]] = C.indices
-            vals[nz_off[b]:nz_off[b + 1]] = C.data
+            if columns:
+                C = B.tocsc()
+                C.sort_indices()
+                colptr[cp_off[b]:cp_off[b + 1]] = C.indptr
+                rowidx[nz_off[b]:nz_off[b + 1]] = C.indices
+                vals[nz_off[b]:nz_off[b + 1]] = C.data
             maps[b] = m
             counts[r_off[b]:r_off[b + 1]] = np.bincount(m, minlength=B.shape[0])
         return (col_off, r_off, nz_off, rp_off, cp_off, indptr, indices, data, colptr, rowidx, vals, maps, counts)

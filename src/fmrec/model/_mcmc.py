@@ -360,7 +360,7 @@ def fit_mcmc(
         if isinstance(design, BlockDesign):
             if design.shape[1] != n:
                 raise DataError(f"X_pred has {design.shape[1]} columns, X has {n}")
-            arr = barr if design is X else design.arrays()
+            arr = barr if design is X else design.arrays(columns=False)
             col_off, r_off, nz_off, rp_off, _, ip, ix, dt, _, _, _, maps, _ = arr
             lin = np.empty(r_off[-1], dtype=np.float64)
             q2 = np.empty((r_off[-1], k), dtype=np.float64)

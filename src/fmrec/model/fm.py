@@ -766,7 +766,7 @@ class FactorizationMachine:
         if M.shape[1] != self.n_features_in_:
             raise DataError(f"X has {M.shape[1]} columns; the model was trained with {self.n_features_in_}")
         if isinstance(M, BlockDesign):
-            col_off, r_off, nz_off, rp_off, _, ip, ix, dt, _, _, _, maps, _ = M.arrays()
+            col_off, r_off, nz_off, rp_off, _, ip, ix, dt, _, _, _, maps, _ = M.arrays(columns=False)
             R, k = int(r_off[-1]), self.V_.shape[1]
             if R * k * 16 > (256 << 20):  # too many distinct users/items for the block caches
                 return self._raw(M.expand())
