@@ -9,6 +9,7 @@ imports of the ``--vectors`` command (no pandas).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,13 +139,18 @@ def test_cli_vectors_to_parquet_equals_library_and_skips_pandas(tmp_path: Path) 
         f"rc = main(['-q', 'recommend', '--vectors', {str(path)!r}, '--k', '20', '--include-seen', "
         f"'--out', {str(out)!r}])\n"
         "assert rc == 0, rc\n"
-        "heavy = sorted(m for m in ('pandas', 'faiss', 'dask', 'psycopg', 'fmrec.model', 'fmrec.data')"
-        " if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('pandas', 'faiss', 'dask', 'psycopg', 'fmrec.model', 'fmrec.data',"
+        " 'scipy.sparse') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
+        "import gc, os\n"
+        "print('GC', gc.isenabled(), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout, proc.stdout
+    # the collector paused for start-up runs again afterwards; idle OpenBLAS threads sleep early
+    assert "GC True 20" in proc.stdout, proc.stdout
     got = read_parquet_topk(out, k=20)
     want = TopK.concat(list(recommend_all(load_vectors(path), 20, exclude_seen=False)))
     assert_same(got, want)

@@ -233,3 +233,32 @@ def test_vectorset_api_validates_and_saves_atomically(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="'item_vectors'"):
         VectorSet.from_arrays(a["user_ids"], a["user_vectors"], a["item_ids"], a["item_vectors"][:, :2])
     assert [p.name for p in tmp_path.iterdir()] == ["ok.npz"]  # no temp file left behind
+
+
+def test_a_loaded_seen_pattern_is_read_raw_and_built_canonical_on_use(tmp_path: Path) -> None:
+    """A file's pattern may list a row's items unsorted or twice: ``seen_arrays`` returns it
+    as stored (what `recommend --include-seen` needs to drop untrained items, without scipy),
+    ``seen`` the canonical matrix, and excluding it removes exactly those items."""
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(3, 4)).astype(np.float32)
+    V = rng.normal(size=(6, 4)).astype(np.float32)
+    indptr = np.array([0, 3, 3, 5], dtype=np.int64)
+    indices = np.array([4, 1, 4, 0, 5], dtype=np.int32)  # user 0: items 4, 1, 4 (unsorted, repeated)
+    path = tmp_path / "raw.npz"
+    np.savez(path, user_ids=np.arange(3), user_vectors=U, item_ids=np.arange(10, 16), item_vectors=V,
+             seen_indptr=indptr, seen_indices=indices)
+    vs = load_vectors(path)
+    assert "seen=yes" in repr(vs)
+    ptr, idx = vs.seen_arrays()
+    assert ptr.tolist() == indptr.tolist() and idx.tolist() == indices.tolist()
+    m = vs.seen
+    assert m.has_canonical_format and m.indptr.tolist() == [0, 2, 2, 4] and m.indices.tolist() == [1, 4, 0, 5]
+    assert vs.seen is m  # built once
+    excluded = TopK.concat(list(recommend_all(vs, 6, include_untrained_items=True)))
+    lists = {u: set(excluded.item_ids[r][np.isfinite(excluded.scores[r])].tolist())
+             for r, u in enumerate(excluded.user_ids.tolist())}
+    assert lists == {0: {10, 12, 13, 15}, 1: set(range(10, 16)), 2: {11, 12, 13, 14}}
+    # untrained items (never in the pattern: 12, 13) are dropped by default, seen or not
+    kept = TopK.concat(list(recommend_all(vs, 6, exclude_seen=False)))
+    assert set(kept.item_ids[np.isfinite(kept.scores)].tolist()) == {10, 11, 14, 15}
+    assert VectorSet.from_arrays(vs.user_ids, U, vs.item_ids, V, seen=m).seen_arrays()[1].tolist() == [1, 4, 0, 5]

@@ -117,28 +117,3 @@ def faiss_threads(n_threads: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
-
-
-def cache_bytes(level: int = 2, default: int = 1 << 20) -> int:
-    """Size of one core's data/unified cache at ``level`` (Linux sysfs), else ``default``."""
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for name in sorted(os.listdir(base)):
-            if not name.startswith("index"):
-                continue
-            folder = os.path.join(base, name)
-            with open(os.path.join(folder, "level")) as fh:
-                if int(fh.read().strip()) != level:
-                    continue
-            with open(os.path.join(folder, "type")) as fh:
-                if fh.read().strip() == "Instruction":
-                    continue
-            with open(os.path.join(folder, "size")) as fh:
-                text = fh.read().strip().upper()
-            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            value = int(text.rstrip("KMG")) * mult
-            if value > 0:
-                return value
-    except (OSError, ValueError):
-        pass
-    return default

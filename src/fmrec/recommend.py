@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommend --vectors` starts without it
+    import scipy.sparse as sp
 
 from fmrec.errors import ConfigError
 from fmrec.index import make_index
@@ -24,6 +26,7 @@ log = logging.getLogger("fmrec.recommend")
 def _pairs_matrix(pairs: Any, user_map: Any, item_map: Any) -> sp.csr_matrix:
     """users x items pattern from a DataFrame(user_id, item_id) or dict {user: [items]}."""
     import pandas as pd
+    import scipy.sparse as sp
 
     if isinstance(pairs, dict):
         users = [u for u, its in pairs.items() for _ in its]
@@ -52,6 +55,8 @@ def _exclusion_matrix(parts: list[sp.spmatrix], rows: np.ndarray, pos_of_item: n
     """
     if not parts:
         return None
+    import scipy.sparse as sp
+
     full = sp.csr_matrix(parts[0] if len(parts) == 1 else sum(parts[1:], parts[0]))
     if not full.has_canonical_format:
         full = full.copy()
@@ -82,11 +87,13 @@ def _exclusion_matrix(parts: list[sp.spmatrix], rows: np.ndarray, pos_of_item: n
     return excl
 
 
-def _candidates(n_items: int, seen: sp.csr_matrix | None, include_untrained_items: bool,
+def _candidates(n_items: int, seen_indices: np.ndarray | None, include_untrained_items: bool,
                 exclude_items: Any, item_map: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate items and each item's candidate position (-1: none); ``seen_indices``: the
+    column indices of the seen pattern (items never in it are untrained), or None."""
     candidate = np.ones(n_items, dtype=bool)
-    if not include_untrained_items and seen is not None:
-        candidate &= np.bincount(seen.indices, minlength=n_items) > 0
+    if not include_untrained_items and seen_indices is not None:
+        candidate &= np.bincount(seen_indices, minlength=n_items) > 0
     if exclude_items is not None:
         idx = item_map.to_index(np.asarray(list(exclude_items)))
         candidate[idx[idx >= 0]] = False
@@ -240,10 +247,13 @@ def _prepare_model(model: Any, users: Any, seen: Any, exclude_seen: bool, exclud
     if seen is None:
         seen = getattr(model, "seen_", None)
     if seen is not None:
+        import scipy.sparse as sp
+
         seen = sp.csr_matrix(seen)
         if seen.shape != (enc.n_users, enc.n_items):
             raise ConfigError(f"seen matrix has shape {seen.shape}; the model has {(enc.n_users, enc.n_items)}")
-    cand_items, pos_of_item = _candidates(enc.n_items, seen, include_untrained_items, exclude_items, enc.item_map)
+    cand_items, pos_of_item = _candidates(enc.n_items, None if seen is None else seen.indices,
+                                          include_untrained_items, exclude_items, enc.item_map)
     # items of a given feature table the model never saw (cold, features only) are
     # candidates too, after the model's items; cold users of a user table are served
     cold_items = _cold_ids(_as_table(item_features), enc.item_map)
@@ -314,13 +324,20 @@ def _prepare_vectors(vs: Any, users: Any, seen: Any, exclude_seen: bool, exclude
     # already normalised (int64 or unicode), which is what IdMap(ids).ids would hold
     user_map = _LazyIdMap(vs.user_ids)
     item_map = _LazyIdMap(vs.item_ids)
-    if seen is None:
-        seen = vs.seen
     if seen is not None:
+        import scipy.sparse as sp
+
         seen = sp.csr_matrix(seen)
         if seen.shape != (vs.n_users, vs.n_items):
             raise ConfigError(f"seen matrix has shape {seen.shape}; {where} has {(vs.n_users, vs.n_items)}")
-    cand_items, pos_of_item = _candidates(vs.n_items, seen, include_untrained_items, exclude_items, item_map)
+        seen_indices = seen.indices
+    else:  # the file's pattern: a sparse matrix is built only when it is excluded
+        pattern = vs.seen_arrays()
+        seen_indices = None if pattern is None else pattern[1]
+        if exclude_seen:
+            seen = vs.seen
+    cand_items, pos_of_item = _candidates(vs.n_items, seen_indices, include_untrained_items, exclude_items,
+                                          item_map)
     if users is None:
         rows = np.arange(vs.n_users, dtype=np.int64)
     else:

@@ -29,10 +29,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommend --vectors` starts without it
+    import scipy.sparse as sp
 
 from fmrec.errors import ConfigError, DataError
 
@@ -49,7 +51,9 @@ class VectorSet:
     """User and item vectors whose inner product (+ ``user_constants``) ranks items.
 
     ``seen`` is a users x items CSR pattern (rows in ``user_ids`` order, columns in
-    ``item_ids`` order) of items to exclude by default, or None.
+    ``item_ids`` order) of items to exclude by default, or None.  A loaded file
+    builds it on first access (scipy is not imported until then);
+    :meth:`seen_arrays` reads the pattern without building it.
     """
 
     user_ids: np.ndarray
@@ -72,10 +76,16 @@ class VectorSet:
     def dim(self) -> int:
         return int(self.item_vectors.shape[1])
 
+    def seen_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The seen pattern's CSR ``(indptr, indices)``, or None, without building a sparse
+        matrix (a loaded file's indices may be unsorted within a row, or repeated)."""
+        raw = self.__dict__.get("_seen")
+        return None if raw is None else (raw.indptr, raw.indices)
+
     def __repr__(self) -> str:
         return (f"VectorSet({self.n_users} users x {self.n_items} items x {self.dim} dims, "
                 f"constants={'yes' if self.user_constants is not None else 'no'}, "
-                f"seen={'yes' if self.seen is not None else 'no'})")
+                f"seen={'yes' if self.seen_arrays() is not None else 'no'})")
 
     @classmethod
     def from_arrays(cls, user_ids: Any, user_vectors: Any, item_ids: Any, item_vectors: Any,
@@ -87,10 +97,45 @@ class VectorSet:
         if user_constants is not None:
             arrays["user_constants"] = user_constants
         if seen is not None:
+            import scipy.sparse as sp
+
             m = sp.csr_matrix(seen)
             arrays["seen_indptr"] = m.indptr
             arrays["seen_indices"] = m.indices
         return _validate({k: np.asarray(v) for k, v in arrays.items()}, where)
+
+
+@dataclass(frozen=True)
+class _SeenArrays:
+    """A validated seen pattern read from a file, turned into a CSR matrix on first use."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    shape: tuple[int, int]
+
+    def to_csr(self) -> sp.csr_matrix:
+        import scipy.sparse as sp
+
+        m = sp.csr_matrix((np.ones(self.indices.shape[0], dtype=np.float32), self.indices, self.indptr),
+                          shape=self.shape)
+        m.sum_duplicates()
+        m.sort_indices()
+        return m
+
+
+def _get_seen(self: VectorSet) -> sp.csr_matrix | None:
+    raw = self.__dict__.get("_seen")
+    if isinstance(raw, _SeenArrays):
+        raw = self.__dict__["_seen"] = raw.to_csr()
+    return raw
+
+
+def _set_seen(self: VectorSet, value: Any) -> None:
+    self.__dict__["_seen"] = value
+
+
+# ``seen`` stays a dataclass field (constructor argument, repr), stored through this property
+VectorSet.seen = property(_get_seen, _set_seen)  # type: ignore[assignment]
 
 
 def _err(where: str, array: str | None, message: str) -> DataError:
@@ -190,10 +235,7 @@ def _validate(z: dict[str, np.ndarray], where: str) -> VectorSet:
                        f"must rise from 0 to len(seen_indices) = {idx.shape[0]} (got {ptr[0]}..{ptr[-1]})")
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= V.shape[0]):
             raise _err(where, "seen_indices", f"holds item positions outside 0..{V.shape[0] - 1}")
-        seen = sp.csr_matrix((np.ones(idx.shape[0], dtype=np.float32), idx.astype(np.int32), ptr),
-                             shape=(U.shape[0], V.shape[0]))
-        seen.sum_duplicates()
-        seen.sort_indices()
+        seen = _SeenArrays(ptr, idx.astype(np.int32, copy=False), (U.shape[0], V.shape[0]))
     return VectorSet(user_ids, U, item_ids, V, constants, seen, source=where)
 
 
@@ -244,6 +286,8 @@ def save_vectors(path: Any, vectors: VectorSet) -> Path:
     if vectors.user_constants is not None:
         arrays["user_constants"] = np.asarray(vectors.user_constants, dtype=np.float64)
     if vectors.seen is not None:
+        import scipy.sparse as sp
+
         m = sp.csr_matrix(vectors.seen)
         m.sort_indices()
         arrays["seen_indptr"] = m.indptr.astype(np.int64)
@@ -290,6 +334,8 @@ def export_model_vectors(model: Any, seen: sp.spmatrix | None = None) -> VectorS
     if seen is None:
         seen = getattr(model, "seen_", None)
     if seen is not None:
+        import scipy.sparse as sp
+
         seen = sp.csr_matrix(seen)
         if seen.shape != (enc.n_users, enc.n_items):
             raise ConfigError(f"seen matrix has shape {seen.shape}; the model has {(enc.n_users, enc.n_items)}")

@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fmrec.cli._common import add_feature_options
 
     add_feature_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, defer_gc=True)  # start-up ends after the first batch (cli.main.startup_done)
 
 
 def read_id_list(path: str) -> list[str]:
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from fmrec.cli.main import startup_done
     from fmrec.errors import ConfigError
     from fmrec.recommend import recommend_all
     from fmrec.store import open_sink
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.model_dir is None) == (args.vectors is None):
         raise ConfigError("give either MODEL_DIR or --vectors FILE (one of them, not both)")
     if args.engine == "dask":
+        startup_done()  # a long-lived cluster client: collect as usual
         return _run_dask(args)
     index = _index_from_args(args)
     log = logging.getLogger("fmrec.cli")
@@ -165,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             user_features=user_tab, item_features=item_tab,
         ):
             sink.write(batch)
+            if not n_users:  # numba kernels, the index and the sink's writer are loaded by now
+                startup_done()
             n_users += len(batch)
             if args.vectors is None:
                 n_cold_users += int((model.encoder_.user_map.to_index(batch.user_ids) < 0).sum())

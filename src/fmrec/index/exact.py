@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommend --vectors` starts without it
+    import scipy.sparse as sp
 
 from fmrec.errors import ConfigError
 
@@ -25,6 +27,8 @@ def as_exclusion(exclude: sp.spmatrix | None, n_rows: int, n_items: int) -> tupl
     """Validated CSR arrays (indptr int64, sorted indices int32) of an exclusion matrix."""
     if exclude is None:
         return _EMPTY_PTR, _EMPTY_IDX
+    import scipy.sparse as sp
+
     m = sp.csr_matrix(exclude)
     if m.shape != (n_rows, n_items):
         raise ConfigError(f"exclusion matrix has shape {m.shape}; expected {(n_rows, n_items)}")
@@ -92,8 +96,7 @@ class ExactIndex:
 
     Work is split into blocks of ``block_users`` users; ``n_threads`` worker
     threads (default: all cores) each own one scratch buffer of
-    ``block_users x block_items`` floats (by default half of one core's L2
-    cache and at least 1 MiB: 256 x 1024 on a 2 MiB or smaller L2) and, for their user block, run a
+    ``block_users x block_items`` floats (by default 2 MiB: 512 x 1024) and, for their user block, run a
     *single-threaded* BLAS GEMM against each item block followed at once by a
     compiled kernel (``_kernels.topk_block``) that masks the block's excluded
     items and merges it into a running per-user top-k while the scores are
@@ -151,13 +154,13 @@ class ExactIndex:
     def _budget(self) -> int:
         if self.max_block_bytes is not None:
             return int(self.max_block_bytes)
-        from fmrec._threads import cache_bytes
-
-        # half an L2, but at least 1 MiB (256 x 1024): on a 512 KiB-L2 core (AMD EPYC, large
-        # L3) 64 x 1024 blocks cost 12 % more CPU than 256 x 1024 or 512 x 512 (measured,
-        # 30k x 20k, 65 dims): single-threaded sgemm is slower on short user blocks and the
-        # per-block call overhead (a GEMM and a kernel call per block) grows.
-        return max(cache_bytes(2) // 2, 1 << 20)
+        # 2 MiB (512 x 1024), whatever the L2: single-threaded sgemm is slower on short user
+        # blocks and the per-block call overhead (a GEMM and a kernel call per block) grows.
+        # Measured, GEMM + selection per user at 20k items, 65 dims: on a 512 KiB-L2 AVX2 EPYC
+        # 64 x 1024 cost 12 % more CPU than 256 x 1024 or 512 x 512; on a 1 MiB-L2 AVX-512
+        # EPYC 512 x 1024 took 20.1 us, 256 x 1024 21.2, 512 x 512 20.9, 1024 x 1024 21.5
+        # (scores spill to L3, but the OpenBLAS kernel packs each item block once per 512 users).
+        return 2 << 20
 
     def user_block(self, k: int = 100) -> int:
         """Users per GEMM block for a top-``k`` search of the built index."""

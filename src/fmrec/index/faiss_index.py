@@ -45,10 +45,12 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommend --vectors` starts without it
+    import scipy.sparse as sp
 
 from fmrec._artifacts import sha256_file, staged_folder
 from fmrec._threads import import_faiss
@@ -467,6 +469,8 @@ class FaissIndex:
                 rows_idx = np.flatnonzero(redo)
                 sub = None
                 if indptr.size:
+                    import scipy.sparse as sp
+
                     sub = sp.csr_matrix((np.ones(int(c[rows_idx].sum()), np.float32),
                                          np.concatenate([indices[indptr[start + r]:indptr[start + r + 1]]
                                                          for r in rows_idx]),
@@ -507,6 +511,8 @@ class FaissIndex:
         Us = U[sample]
         ex = None
         if exclude is not None:
+            import scipy.sparse as sp
+
             ex = sp.csr_matrix(exclude)[sample]
         truth_i, _ = self._exact_index().search(Us, k, ex)
         total = int((truth_i >= 0).sum())
