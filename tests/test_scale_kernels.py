@@ -1,8 +1,8 @@
 """Exactness of the top-k selection kernels after the scale work (issue 4).
 
-The reject loop ORs 64 comparisons and then re-checks hit chunks 8 at a time; the
-first block of a row is selected by compacting the columns that reach a sampled
-threshold and keying only those.  Both must keep every result exact: these tests
+The reject loop compares 64 scores at a time into a bit mask and visits only the set
+bits; the first block of a row is selected by compacting the columns that reach a
+sampled threshold and keying only those.  Both must keep every result exact: these tests
 compare the kernels and ``ExactIndex`` with a lexsort reference (ties by smaller
 position) on random data, on heavy ties, and on edge cases around chunk and piece
 boundaries.
@@ -154,9 +154,23 @@ def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int
     np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_default_blocks_are_at_least_one_mebibyte() -> None:
+def test_default_blocks_are_two_mebibytes() -> None:
     idx = ExactIndex().build(np.zeros((50_000, 8), np.float32))
-    bu, bi = idx._blocks(100)
-    assert bu * bi * 4 >= 1 << 20
+    assert idx._blocks(100) == (512, 1024)
     small = ExactIndex(max_block_bytes=1 << 16).build(np.zeros((50_000, 8), np.float32))
     assert small._blocks(100) == (16, 1024)
+
+
+def test_ge_mask64_matches_numpy_on_ties_infinities_and_offsets() -> None:
+    """The vector-compare mask (four 16-float compares) against ``row >= T`` bit by bit."""
+    rng = np.random.default_rng(9)
+    S = np.round(rng.normal(size=(5, 64 * 3 + 7)) * 2).astype(np.float32)  # many exact ties with T
+    S[1, ::5] = -np.inf
+    S[2, 10:20] = np.inf
+    S[3] = np.float32(-3.4028235e38)  # the threshold of a heap not yet full: passes
+    S[4] = np.nextafter(np.float32(1.0), np.float32(0.0))  # just below T
+    for T in (np.float32(1.0), np.float32(0.0), K.LOWEST, np.float32(-np.inf), np.float32(np.inf)):
+        for r in range(S.shape[0]):
+            for c0 in (0, 1, 63, 64, 64 * 2 + 7):
+                want = sum(1 << i for i in range(64) if S[r, c0 + i] >= T)
+                assert int(K.ge_mask64(S, r, c0, T)) == want, (T, r, c0)
