@@ -66,7 +66,7 @@ def run_kernels(S: np.ndarray, k: int, block: int, perm: np.ndarray | None = Non
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("k", [1, 7, 64, 100])
+@pytest.mark.parametrize("k", [1, 7, 64, 100, 256, 257, 400])  # rows up to 256 sorted by rank counts, longer by heap
 @pytest.mark.parametrize("ties", [False, True])
 def test_kernels_match_lexsort_random(seed: int, k: int, ties: bool) -> None:
     rng = np.random.default_rng(seed * 101 + k)
