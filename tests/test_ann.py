@@ -113,7 +113,13 @@ def test_target_recall_tuning_reaches_and_reports(data, caplog, spec: str, param
     assert result.reached and result.recall >= 0.97 and result.parameter == param
     assert result.n_users == 200 and len(result.history) >= 2  # started below the target and doubled
     values = [h[0] for h in result.history]
-    assert values == sorted(values) and all(b == 2 * a for a, b in zip(values, values[1:]))
+    n = values.index(max(values)) + 1
+    assert all(b == 2 * a for a, b in zip(values[:n], values[1:n]))  # doubling up to the first value that reached ...
+    assert all(values[n - 2] < v < values[n - 1] for v in values[n:])  # ... then bisection below it
+    # a value reaches the target when its recall minus two standard errors does; the one kept is the
+    # smallest tried that reaches it
+    assert result.stderr > 0 and result.recall - 2 * result.stderr >= 0.97
+    assert result.value == min(v for v, r, _, se in result.history if r - 2 * se >= 0.97)
     assert f"{param}={result.value}" in caplog.text and "recall@20" in caplog.text
     assert idx.tuned_ is result
     # the tuned setting holds on all users (the sample was representative)

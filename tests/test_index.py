@@ -76,6 +76,40 @@ def test_filter_candidates_matches_python(n, m, k, seed) -> None:
         assert np.all(out_i[r, len(keep):] == -1)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 70), m=st.integers(0, 300), k=st.integers(1, 300), seed=st.integers(0, 9999),
+       ties=st.booleans())
+def test_rerank_candidates_matches_python(n, m, k, seed, ties) -> None:
+    """Exact re-scoring of ANN candidates against a Python sort of the float32 scores (higher
+    first, then smaller position): -1 padding, exclusions, integer-valued vectors with ties (and
+    -0.0 next to 0.0), more or fewer candidates than k, rows past the rank-count limit."""
+    rng = np.random.default_rng(seed)
+    n_items, d = 400, 5
+    # multiples of 1/64 (few distinct values with ties=True): every dot product is exact in float32,
+    # so the reference order cannot differ from the kernel's by a rounding
+    scale = 1.0 if ties else 64.0
+    Q = (np.round(rng.normal(size=(n, d)) * scale) / scale).astype(np.float32)
+    items = (np.round(rng.normal(size=(n_items, d)) * scale) / scale).astype(np.float32)
+    if ties:
+        Q[:, 0] = -0.0
+    m = min(m, n_items)
+    cand = np.stack([rng.permutation(n_items)[:m] for _ in range(n)]).astype(np.int64).reshape(n, m)
+    cand[rng.random(cand.shape) < 0.1] = -1
+    excl = random_exclusion(rng, n, n_items, 0.2)
+    out_i = np.empty((n, k), np.int64)
+    out_s = np.empty((n, k), np.float32)
+    K.rerank_candidates(Q, items, cand, excl.indptr.astype(np.int64), excl.indices.astype(np.int32), 0, k,
+                        out_i, out_s)
+    sets = excl_sets(excl, n)
+    for r in range(n):
+        kept = [int(j) for j in cand[r] if j >= 0 and j not in sets[r]]
+        scores = {j: np.float32(np.dot(Q[r].astype(np.float64), items[j].astype(np.float64))) for j in kept}
+        want = sorted(kept, key=lambda j: (-float(scores[j]), j))[:k]
+        assert out_i[r, :len(want)].tolist() == want
+        np.testing.assert_array_equal(out_s[r, :len(want)], np.array([scores[j] for j in want], np.float32))
+        assert np.all(out_i[r, len(want):] == -1) and np.all(np.isneginf(out_s[r, len(want):]))
+
+
 def fm_like(rng: np.random.Generator, n_users: int, n_items: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     U = rng.normal(size=(n_users, d)).astype(np.float32)
     U[:, -1] = 1.0
