@@ -418,7 +418,7 @@ def _run_cli(folder: Path, include_seen: bool, src: str | None = None) -> dict[s
     if src is None:
         argv = [str(Path(sys.executable).with_name("fmrec"))]
     else:
-        argv = [sys.executable, "-c", "import sys; from fmrec.cli.main import main; sys.exit(main())"]
+        argv = [sys.executable, "-c", "import sys; import fmrec.cli.main as m; sys.exit(getattr(m, 'console_main', m.main)())"]
     argv += ["-q", "recommend", "--vectors", str(folder / "v.npz"), "--k", str(K), "--out", str(out)]
     if include_seen:
         argv.append("--include-seen")

@@ -135,9 +135,10 @@ def test_cli_vectors_to_parquet_equals_library_and_skips_pandas(tmp_path: Path) 
     out = tmp_path / "x.parquet"
     code = (
         "import sys\n"
-        "from fmrec.cli.main import main\n"
-        f"rc = main(['-q', 'recommend', '--vectors', {str(path)!r}, '--k', '20', '--include-seen', "
-        f"'--out', {str(out)!r}])\n"
+        "from fmrec.cli.main import console_main\n"
+        f"sys.argv = ['fmrec', '-q', 'recommend', '--vectors', {str(path)!r}, '--k', '20', '--include-seen', "
+        f"'--out', {str(out)!r}]\n"
+        "rc = console_main()\n"
         "assert rc == 0, rc\n"
         "heavy = sorted(m for m in ('pandas', 'faiss', 'dask', 'psycopg', 'fmrec.model', 'fmrec.data',"
         " 'scipy.sparse') if m in sys.modules)\n"
@@ -175,3 +176,17 @@ def test_cli_vectors_masked_and_options_still_work(tmp_path: Path, capsys) -> No
     assert got.item_ids.tolist() == want.item_ids[keep].tolist()
     assert vs.item_ids[0] not in set(got.item_ids.ravel().tolist())
     assert "published top-10 for 3 users" in capsys.readouterr().out
+
+
+def test_main_in_process_leaves_the_garbage_collector_alone(tmp_path: Path) -> None:
+    """Only the ``fmrec`` command (console_main) pauses and freezes the collector; ``main``
+    called from a program must neither freeze the caller's objects nor leave GC off."""
+    import gc
+
+    vs = vector_set()
+    path = save_vectors(tmp_path / "v.npz", vs)
+    frozen = gc.get_freeze_count()
+    for _ in range(2):
+        assert main(["-q", "recommend", "--vectors", str(path), "--k", "5", "--out", str(tmp_path / "x.jsonl")]) == 0
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == frozen

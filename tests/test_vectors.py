@@ -17,7 +17,7 @@ import pytest
 
 from fmrec.cli.main import main
 from fmrec.data import Interactions
-from fmrec.errors import DataError
+from fmrec.errors import ConfigError, DataError
 from fmrec.model import FactorizationMachine
 from fmrec.recommend import recommend_all
 from fmrec.topk import TopK
@@ -262,3 +262,42 @@ def test_a_loaded_seen_pattern_is_read_raw_and_built_canonical_on_use(tmp_path: 
     kept = TopK.concat(list(recommend_all(vs, 6, exclude_seen=False)))
     assert set(kept.item_ids[np.isfinite(kept.scores)].tolist()) == {10, 11, 14, 15}
     assert VectorSet.from_arrays(vs.user_ids, U, vs.item_ids, V, seen=m).seen_arrays()[1].tolist() == [1, 4, 0, 5]
+
+
+def test_seen_given_in_any_sparse_form_is_read_as_rows_and_never_altered(tmp_path: Path) -> None:
+    """A pattern given as CSC / COO / dense is stored as CSR (rows = users); building the
+    matrix of a loaded file never rewrites arrays that a caller or a copy still holds."""
+    import copy
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    U = rng.normal(size=(3, 4)).astype(np.float32)
+    V = rng.normal(size=(6, 4)).astype(np.float32)
+    dense = np.zeros((3, 6), np.float32)
+    dense[0, [1, 4]] = 1
+    dense[2, [0, 5]] = 1
+    untrained = {12, 13}  # items 2 and 3: in nobody's pattern
+    for form in (sp.csc_matrix(dense), sp.coo_matrix(dense), dense):
+        vs = VectorSet(np.arange(3), U, np.arange(10, 16), V, seen=form)
+        kept = TopK.concat(list(recommend_all(vs, 6, exclude_seen=False)))
+        assert set(kept.item_ids[np.isfinite(kept.scores)].tolist()) == set(range(10, 16)) - untrained
+        assert sp.isspmatrix_csr(vs.seen) or isinstance(vs.seen, sp.csr_array)
+    with pytest.raises(ConfigError, match="shape"):
+        list(recommend_all(VectorSet(np.arange(3), U, np.arange(10, 16), V, seen=np.ones((3, 5))), 2))
+
+    # a caller's non-canonical CSR given to from_arrays stays as it was
+    theirs = sp.csr_matrix((np.ones(5, np.float32), np.array([4, 1, 4, 0, 5], np.int32),
+                            np.array([0, 3, 3, 5], np.int64)), shape=(3, 6))
+    vs = VectorSet.from_arrays(np.arange(3), U, np.arange(10, 16), V, seen=theirs)
+    _ = vs.seen
+    assert theirs.indices.tolist() == [4, 1, 4, 0, 5]
+    # a copy of a loaded set (non-canonical pattern in the file) keeps a correct pattern after
+    # the original builds its matrix
+    path = tmp_path / "raw.npz"
+    np.savez(path, user_ids=np.arange(3), user_vectors=U, item_ids=np.arange(10, 16), item_vectors=V,
+             seen_indptr=np.array([0, 3, 3, 5]), seen_indices=np.array([4, 1, 4, 0, 5], np.int32))
+    a = load_vectors(path)
+    b = copy.copy(a)
+    _ = a.seen
+    assert [sorted(b.seen[r].indices.tolist()) for r in range(3)] == [[1, 4], [], [0, 5]]

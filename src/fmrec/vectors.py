@@ -78,14 +78,20 @@ class VectorSet:
 
     def seen_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The seen pattern's CSR ``(indptr, indices)``, or None, without building a sparse
-        matrix (a loaded file's indices may be unsorted within a row, or repeated)."""
+        matrix (a loaded file's indices may be unsorted within a row, or repeated).
+        Read-only: they may be the file's arrays or the matrix's own."""
         raw = self.__dict__.get("_seen")
-        return None if raw is None else (raw.indptr, raw.indices)
+        if raw is None:
+            return None
+        if not isinstance(raw, _SeenArrays) and raw.shape != (self.n_users, self.n_items):
+            raise ConfigError(f"seen matrix has shape {raw.shape}; "
+                              f"{self.source or 'the vectors'} has {(self.n_users, self.n_items)}")
+        return raw.indptr, raw.indices
 
     def __repr__(self) -> str:
         return (f"VectorSet({self.n_users} users x {self.n_items} items x {self.dim} dims, "
                 f"constants={'yes' if self.user_constants is not None else 'no'}, "
-                f"seen={'yes' if self.seen_arrays() is not None else 'no'})")
+                f"seen={'yes' if self.__dict__.get('_seen') is not None else 'no'})")
 
     @classmethod
     def from_arrays(cls, user_ids: Any, user_vectors: Any, item_ids: Any, item_vectors: Any,
@@ -116,8 +122,10 @@ class _SeenArrays:
     def to_csr(self) -> sp.csr_matrix:
         import scipy.sparse as sp
 
-        m = sp.csr_matrix((np.ones(self.indices.shape[0], dtype=np.float32), self.indices, self.indptr),
-                          shape=self.shape)
+        # copies: scipy keeps the arrays it is given and sorts / sums them in place, and these
+        # may be a caller's matrix's own (VectorSet.from_arrays) or shared by a copy of the set
+        m = sp.csr_matrix((np.ones(self.indices.shape[0], dtype=np.float32), self.indices.copy(),
+                           self.indptr.copy()), shape=self.shape)
         m.sum_duplicates()
         m.sort_indices()
         return m
@@ -131,6 +139,11 @@ def _get_seen(self: VectorSet) -> sp.csr_matrix | None:
 
 
 def _set_seen(self: VectorSet, value: Any) -> None:
+    if value is not None and not isinstance(value, _SeenArrays):
+        import scipy.sparse as sp
+
+        if not sp.isspmatrix_csr(value) and not isinstance(value, sp.csr_array):
+            value = sp.csr_matrix(value)  # COO, CSC, dense...: CSR, so seen_arrays() reads rows
     self.__dict__["_seen"] = value
 
 

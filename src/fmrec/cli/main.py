@@ -94,13 +94,14 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def startup_done() -> None:
-    """End of a command's start-up: resume the cyclic garbage collector that :func:`main`
-    paused, first moving every object allocated so far (imported modules, mostly) out of
-    its sight (``gc.freeze``).  Importing numpy, numba and pyarrow allocates several
-    hundred thousand long-lived objects, and the collector would walk them over and over
-    (~0.1 s of a 2 s ``recommend --vectors`` run).  Idempotent; a no-op when the collector
-    is already running."""
-    if not gc.isenabled() and _GC_PAUSED[0]:
+    """End of a command's start-up: resume the cyclic garbage collector that
+    :func:`console_main` paused, first moving every object allocated so far (imported
+    modules, mostly) out of its sight (``gc.freeze``).  Importing numpy, numba and pyarrow
+    allocates several hundred thousand long-lived objects, and the collector would walk
+    them over and over (~0.1 s of a 2 s ``recommend --vectors`` run).  A no-op unless the
+    ``fmrec`` command paused the collector (``main`` called in-process never does:
+    freezing would keep the caller's garbage forever); idempotent."""
+    if _GC_PAUSED[0]:
         _GC_PAUSED[0] = False
         gc.freeze()
         gc.enable()
@@ -109,20 +110,21 @@ def startup_done() -> None:
 _GC_PAUSED = [False]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    paused = gc.isenabled()
-    if paused:
+def console_main() -> int:
+    """The ``fmrec`` command's entry point (a process of its own): :func:`main` with the
+    cyclic garbage collector paused during start-up (see :func:`startup_done`)."""
+    if gc.isenabled():
         gc.disable()
         _GC_PAUSED[0] = True
     try:
-        return _main(argv)
+        return main()
     finally:
-        if paused and _GC_PAUSED[0]:
+        if _GC_PAUSED[0]:
             _GC_PAUSED[0] = False
             gc.enable()
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -149,4 +151,4 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console_main())

@@ -35,6 +35,8 @@ def as_exclusion(exclude: sp.spmatrix | None, n_rows: int, n_items: int) -> tupl
     if not m.has_sorted_indices:
         m = m.copy()
         m.sort_indices()
+    if m.nnz and (int(m.indices.min()) < 0 or int(m.indices.max()) >= n_items):
+        raise ConfigError(f"exclusion matrix holds item positions outside 0..{n_items - 1}")  # kernels index by them
     return np.ascontiguousarray(m.indptr, dtype=np.int64), np.ascontiguousarray(m.indices, dtype=np.int32)
 
 

@@ -537,10 +537,12 @@ class FaissIndex:
                 sizes[r] = len(truth)
             if not total:
                 return 1.0, secs, 0.0
-            has = sizes > 0
-            per_user = hits[has] / sizes[has]
-            se = float(per_user.std(ddof=1) / np.sqrt(per_user.size)) if per_user.size > 1 else 0.0
-            return float(hits.sum() / total), secs, se
+            rec = float(hits.sum() / total)
+            # standard error of that pooled ratio (hits over exact items), linearised over users
+            n_s = hits.size
+            resid = hits - rec * sizes
+            se = float(np.sqrt((resid ** 2).sum() / (n_s * (n_s - 1))) / sizes.mean()) if n_s > 1 else 0.0
+            return rec, secs, se
 
         def reaches(recall_: float, se_: float) -> bool:
             return recall_ - 2.0 * se_ >= target_recall
@@ -718,8 +720,10 @@ class FaissIndex:
         obj.max_norm2_ = float(transform.get("max_norm_squared", 0.0))
         if meta.get("tuned"):
             t = meta["tuned"]
+            # sidecars written before the standard error was recorded hold 3-tuples: pad them
+            history = [tuple(h) + (None,) * (4 - len(h)) for h in t.get("history", [])]
             obj.tuned_ = TuneResult(t["parameter"], t["value"], t["recall"], t["target"], t["k"], t["n_users"],
-                                    t["reached"], [tuple(h) for h in t.get("history", [])], t.get("stderr", 0.0))
+                                    t["reached"], history, t.get("stderr", 0.0))
         obj._apply_params()
         obj._loaded_from = str(folder)
         return obj
