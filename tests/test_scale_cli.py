@@ -190,3 +190,21 @@ def test_main_in_process_leaves_the_garbage_collector_alone(tmp_path: Path) -> N
         assert main(["-q", "recommend", "--vectors", str(path), "--k", "5", "--out", str(tmp_path / "x.jsonl")]) == 0
         assert gc.isenabled()
         assert gc.get_freeze_count() == frozen
+
+
+def test_a_forced_older_blas_kernel_on_an_avx512_cpu_is_pointed_out(tmp_path: Path, monkeypatch) -> None:
+    from fmrec._threads import blas_kernel_hint
+
+    avx512 = tmp_path / "avx512"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    assert blas_kernel_hint(str(avx512)) is None  # OpenBLAS chooses: nothing to say
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    assert blas_kernel_hint(str(avx512)) is None
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert blas_kernel_hint(str(avx2)) is None  # the right kernel for that CPU
+    assert blas_kernel_hint(str(tmp_path / "missing")) is None
+    hint = blas_kernel_hint(str(avx512))
+    assert hint is not None and "OPENBLAS_CORETYPE=Haswell" in hint and "\n" not in hint

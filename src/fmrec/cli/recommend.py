@@ -189,6 +189,12 @@ def run(args: argparse.Namespace) -> int:
     from fmrec.store import redact_target
 
     print(f"published top-{args.k} for {n_users} users to {redact_target(args.out)} in {seconds:.2f}s{cold}")
+    if getattr(index, "kind", None) == "exact":  # after success: an error stays the only stderr line
+        from fmrec._threads import blas_kernel_hint
+
+        hint = blas_kernel_hint()
+        if hint:
+            log.info("note: %s", hint)
     return 0
 
 
