@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from _common import need_ml100k, table, write_json
 
@@ -192,7 +193,6 @@ def main() -> None:
             f"myFM {myfm.__version__}, same run", prediction_metrics(yb, ours.predict(te), "binary")["roc_auc"],
             s_ours)
         # u1 with every field: myFM's relation blocks against fmrec's block design, same fields
-        import scipy.sparse as sp
         from myfm import RelationBlock
 
         ours, s_ours = timed(lambda: FactorizationMachine(task="regression", solver="mcmc", n_factors=10,
@@ -232,7 +232,6 @@ def main() -> None:
                      "target": f"skipped: {type(exc).__name__}: {exc}"[:80]})
     else:
         # §C WARP, 64 components, 30 epochs, 2 threads, interleaved 3 times (same process, same load)
-        import scipy.sparse as sp
         from fmrec.topk import TopK
 
         seen_ua = tr.to_csr(binary=True)

@@ -9,7 +9,6 @@ Synthetic one-hot data (users x items, Zipf-like items), squared and logistic lo
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from fmrec.data import Interactions
-from fmrec.data.features import FeatureEncoder, FeatureTable, SideFeatures, parse_roles, read_feature_table
+from fmrec.data.features import FeatureEncoder, FeatureTable, parse_roles, read_feature_table
 from fmrec.errors import ConfigError, DataError
 from fmrec.export import export_vectors, side_terms
 from fmrec.model import FactorizationMachine, load_model, save_model

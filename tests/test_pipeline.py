@@ -341,7 +341,7 @@ def test_logger_level_restored(tmp_path: Path) -> None:
 
 
 def test_results_are_reproducible(tmp_path: Path) -> None:
-    a = run_pipeline(config(tmp_path / "a", data={"test_per_user": 0}, recommend={"k": 5}))
-    b = run_pipeline(config(tmp_path / "b", data={"test_per_user": 0}, recommend={"k": 5}))
+    run_pipeline(config(tmp_path / "a", data={"test_per_user": 0}, recommend={"k": 5}))
+    run_pipeline(config(tmp_path / "b", data={"test_per_user": 0}, recommend={"k": 5}))
     ra, rb = view_rows(tmp_path / "a" / "recommendations.db"), view_rows(tmp_path / "b" / "recommendations.db")
     assert ra == rb and np.isfinite([r[3] for r in ra]).all()

@@ -396,8 +396,9 @@ def per_column(name: str, value: object, n: int, dtype: type = np.float32) -> np
 
 def initial_factors(rng: np.random.Generator, n_features: int, k: int, init_std: float) -> np.ndarray:
     """Factor-major float64 ``Vt`` (k, n) drawn exactly like the SGD solver's ``V`` (float32 (n, k))."""
-    V = (rng.standard_normal((n_features, k)) * init_std).astype(np.float32)
-    return np.ascontiguousarray(V.T, dtype=np.float64)
+    from fmrec.model._state import init_factors
+
+    return np.ascontiguousarray(init_factors(rng, n_features, k, init_std).T, dtype=np.float64)
 
 
 def binary_log_loss(scores: np.ndarray, y: np.ndarray) -> float:

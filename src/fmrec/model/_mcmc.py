@@ -172,7 +172,6 @@ def gibbs_iteration(
     the residual / q cache (see :func:`fmrec.model._als.coord_ls`).
     """
     np.random.seed(seed)
-    n_rows = y.shape[0]
     n = w.shape[0]
     k = Vt.shape[0]
     a = _residuals_noise_bias(yhat, y, binary, c, w0, alpha, alpha_0, gamma_0, mu_0, lambda_w0)

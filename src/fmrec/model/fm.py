@@ -408,7 +408,7 @@ class FactorizationMachine:
         per-epoch validation and early stopping.  ``user_features`` /
         ``item_features`` (:class:`~fmrec.data.features.FeatureTable` or a path)
         add side-feature fields to the design matrix.  Returns ``self``."""
-        from fmrec._threads import resolve_threads, thread_limits
+        from fmrec._threads import thread_limits
         from fmrec.model import _kernels as K
 
         if getattr(X, "_fmrec_stream_source", False):  # a streaming.ParquetSource: see fit_parquet
@@ -439,22 +439,10 @@ class FactorizationMachine:
             return self._fit_als(M, t, Mv, tv, rng)
         if self.solver == "mcmc":
             return self._fit_mcmc(M, t, rng)
-        k = int(self.n_factors)
-        w0 = np.zeros(1, dtype=np.float64)
-        if self.task == "regression":
-            w0[0] = float(t.mean())
-        else:
-            p = min(max(float(t.mean()), 1e-6), 1 - 1e-6)
-            w0[0] = math.log(p / (1 - p))
-        w = np.zeros(n_features, dtype=np.float32)
-        V = (rng.standard_normal((n_features, k)) * self._init_std()).astype(np.float32)
-        g_w0 = np.zeros(1, dtype=np.float64)
-        g_w = np.zeros(n_features, dtype=np.float32)
-        g_V = np.zeros((n_features, k), dtype=np.float32)
-        lr_b, lr_w, lr_v = self._rates()
-        task = K.TASK_REGRESSION if self.task == "regression" else K.TASK_BINARY
-        opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
-        n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
+        from fmrec.model._state import sgd_state
+
+        w0, w, V, g_w0, g_w, g_V, (lr_b, lr_w, lr_v), task, opt, n_threads = sgd_state(
+            self, n_features, rng, float(t.mean()))
         tracker = EpochTracker(self, self._n_epochs(), minimize=True)
         y64 = np.ascontiguousarray(t, dtype=np.float64)
         strata = None
@@ -614,7 +602,7 @@ class FactorizationMachine:
     def _fit_ranking(self, X: Any, valid: Any, user_features: Any = None,
                      item_features: Any = None) -> "FactorizationMachine":
         """BPR / WARP over positive (user, item) pairs with sampled negative items."""
-        from fmrec._threads import resolve_threads, thread_limits
+        from fmrec._threads import thread_limits
         from fmrec.model import _kernels as K
 
         if isinstance(X, pd.DataFrame):
@@ -648,18 +636,9 @@ class FactorizationMachine:
         pos_indices = pos.indices.astype(np.int32)
         n_features = enc.n_features
         rng = np.random.default_rng(self.random_state)
-        k = int(self.n_factors)
-        w = np.zeros(n_features, dtype=np.float32)
-        V = (rng.standard_normal((n_features, k)) * self._init_std()).astype(np.float32)
-        # WARP's rank weights reach log(n_items) ~ 7: AdaGrad accumulators start at 1 (as
-        # LightFM's do) so the first steps are not full-size; measured +0.008 P@10 on ua.
-        acc0 = 1.0 if self.loss == "warp" else 0.0
-        g_w = np.full(n_features, acc0, dtype=np.float32)
-        g_V = np.full((n_features, k), acc0, dtype=np.float32)
-        _, lr_w, lr_v = self._rates()
-        loss_kind = K.LOSS_WARP if self.loss == "warp" else K.LOSS_BPR
-        opt = K.OPT_ADAGRAD if self.optimizer == "adagrad" else K.OPT_SGD
-        n_threads = 1 if self.deterministic else resolve_threads(self.n_threads)
+        from fmrec.model._state import sgd_state
+
+        _, w, V, _, g_w, g_V, (_, lr_w, lr_v), loss_kind, opt, n_threads = sgd_state(self, n_features, rng)
         self.w0_ = 0.0
         self.y_range_ = (0.0, 1.0)
         self.n_features_in_ = n_features

@@ -77,6 +77,7 @@ from numba import njit
 
 from fmrec.data._ids import IdMap
 from fmrec.errors import ConfigError, DataError, DivergenceError
+from fmrec.model._state import sgd_state
 from fmrec.model._tracking import EpochTracker
 
 log = logging.getLogger("fmrec.model")
@@ -666,17 +667,6 @@ class _Failure:
 
 
 # ============================================================================ training
-def _init_factors(rng: np.random.Generator, n: int, k: int, std: float) -> np.ndarray:
-    """``(rng.standard_normal((n, k)) * std).astype(float32)`` in blocks: the same numbers
-    as the in-memory fit without its float64 temporaries."""
-    V = np.empty((n, k), dtype=np.float32)
-    step = max(1, (1 << 21) // k)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        V[lo:hi] = rng.standard_normal((hi - lo, k)) * std
-    return V
-
-
 def fit_stream(model: Any, source: ParquetSource, *, valid: Any = None, y_valid: Any = None,
                user_features: Any = None, item_features: Any = None) -> Any:
     """Train ``model`` (a :class:`~fmrec.model.FactorizationMachine`) on ``source``; see the
@@ -741,7 +731,7 @@ def _diverged(model: Any, epoch: int, loss: float, lr_v: float) -> DivergenceErr
 def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_valid: Any,
                info: dict[str, Any], seen: sp.csr_matrix) -> None:
     """Regression / binary: the in-memory epoch loop, one kernel call per streamed batch."""
-    from fmrec._threads import resolve_threads, thread_limits
+    from fmrec._threads import thread_limits
     from fmrec.model import _kernels as K
 
     enc = model.encoder_
@@ -763,22 +753,7 @@ def _train_sgd(model: Any, source: ParquetSource, scan: _Scan, valid: Any, y_val
     model.y_range_ = (float(t_min), float(t_max))
     model.n_features_in_ = n_features
     model.link_ = "logit"
-    k = int(model.n_factors)
-    w0 = np.zeros(1, dtype=np.float64)
-    if model.task == "regression":
-        w0[0] = float(t_mean)
-    else:
-        p = min(max(float(t_mean), 1e-6), 1 - 1e-6)
-        w0[0] = math.log(p / (1 - p))
-    w = np.zeros(n_features, dtype=np.float32)
-    V = _init_factors(rng, n_features, k, model._init_std())
-    g_w0 = np.zeros(1, dtype=np.float64)
-    g_w = np.zeros(n_features, dtype=np.float32)
-    g_V = np.zeros((n_features, k), dtype=np.float32)
-    lr_b, lr_w, lr_v = model._rates()
-    task = K.TASK_REGRESSION if model.task == "regression" else K.TASK_BINARY
-    opt = K.OPT_ADAGRAD if model.optimizer == "adagrad" else K.OPT_SGD
-    n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
+    w0, w, V, g_w0, g_w, g_V, (lr_b, lr_w, lr_v), task, opt, n_threads = sgd_state(model, n_features, rng, t_mean)
     l2_b, (l2_w, l2_v) = float(model.l2_bias), model._l2_columns(n_features)
     all01 = scan.all01
     strata = None
@@ -852,7 +827,7 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
                    info: dict[str, Any]) -> None:
     """BPR / WARP over the distinct positive pairs (the pattern of pass 2), shuffled
     globally each epoch and fed to ``pairwise_epoch`` in chunks of ``batch_rows``."""
-    from fmrec._threads import resolve_threads, thread_limits
+    from fmrec._threads import thread_limits
     from fmrec.model import _kernels as K
 
     enc = model.encoder_
@@ -866,16 +841,7 @@ def _train_ranking(model: Any, source: ParquetSource, scan: _Scan, pos: sp.csr_m
     pos_indices = np.ascontiguousarray(pos.indices, dtype=np.int32)
     n_features = enc.n_features
     rng = np.random.default_rng(model.random_state)
-    k = int(model.n_factors)
-    w = np.zeros(n_features, dtype=np.float32)
-    V = _init_factors(rng, n_features, k, model._init_std())
-    acc0 = 1.0 if model.loss == "warp" else 0.0  # as the in-memory fit (see there)
-    g_w = np.full(n_features, acc0, dtype=np.float32)
-    g_V = np.full((n_features, k), acc0, dtype=np.float32)
-    _, lr_w, lr_v = model._rates()
-    loss_kind = K.LOSS_WARP if model.loss == "warp" else K.LOSS_BPR
-    opt = K.OPT_ADAGRAD if model.optimizer == "adagrad" else K.OPT_SGD
-    n_threads = 1 if model.deterministic else resolve_threads(model.n_threads)
+    _, w, V, _, g_w, g_V, (_, lr_w, lr_v), loss_kind, opt, n_threads = sgd_state(model, n_features, rng)
     l2_w, l2_v = model._l2_columns(n_features)
     strata = None
     if n_threads > 1:  # the reproducible parallel schedule, chunk by chunk (fmrec.model._strata)

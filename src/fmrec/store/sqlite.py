@@ -43,8 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import numpy as np
-
 from fmrec.errors import ConfigError, StoreError
 from fmrec.store._base import (
     check_id_kinds,
