@@ -511,26 +511,22 @@ def finish_rows(keys, fill, n_rows, out_bits, out_i):
     for r in range(n_rows):
         h = keys[r]
         nf = fill[r]
+        best = h
         if nf <= RANK_SORT_MAX:
             _sort_keys_desc(h, nf, order)
-            for t in range(nf):
-                out_bits[r, t] = _key_bits(order[t])
-                out_i[r, t] = _key_pos(order[t])
-            for t in range(nf, k):
-                out_bits[r, t] = NEG_INF_BITS
-                out_i[r, t] = -1
-            continue
-        if nf < k:
-            for start in range(nf // 2 - 1, -1, -1):
-                _sift_min(h, start, nf)
-        for end in range(nf - 1, 0, -1):  # pop the worst to the end: best first
-            t = h[0]
-            h[0] = h[end]
-            h[end] = t
-            _sift_min(h, 0, end)
+            best = order
+        else:
+            if nf < k:
+                for start in range(nf // 2 - 1, -1, -1):
+                    _sift_min(h, start, nf)
+            for end in range(nf - 1, 0, -1):  # pop the worst to the end: best first
+                t = h[0]
+                h[0] = h[end]
+                h[end] = t
+                _sift_min(h, 0, end)
         for t in range(nf):
-            out_bits[r, t] = _key_bits(h[t])
-            out_i[r, t] = _key_pos(h[t])
+            out_bits[r, t] = _key_bits(best[t])
+            out_i[r, t] = _key_pos(best[t])
         for t in range(nf, k):
             out_bits[r, t] = NEG_INF_BITS
             out_i[r, t] = -1
