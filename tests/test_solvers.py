@@ -422,13 +422,51 @@ def test_one_als_epoch_equals_reference_coordinate_sweep(task: str) -> None:
     c = np.zeros((X.shape[0], 2))
     if task == "regression":
         c[:, 0] = s - y
-        A.als_epoch_regression(indptr, indices, data, colptr, rows, vals, kw0, kw, kVt, c, *lam)
+        A.als_epoch_regression(indptr, indices, data, colptr, rows, vals, kw0, kw, kVt, c, *lam,
+                               A.disjoint_runs(colptr, rows, X.shape[0]))
     else:
         c[:, 0] = s
-        A.als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, kw0, kw, kVt, c, *lam)
+        A.als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, kw0, kw, kVt, c, *lam,
+                           A.disjoint_runs(colptr, rows, X.shape[0]))
     assert kw0[0] == pytest.approx(r0, rel=1e-9)
     np.testing.assert_allclose(kw, rw, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(kVt.T, rV, rtol=1e-8, atol=1e-12)
+
+
+def test_disjoint_runs_split_where_a_row_would_repeat() -> None:
+    """Runs are maximal in column order; inside one, no row has two nonzeros."""
+    rng = np.random.default_rng(8)
+    for density in (0.02, 0.2, 0.6):
+        X = sp.random(40, 300, density=density, random_state=rng, format="csc")
+        runs = A.disjoint_runs(X.indptr, X.indices.astype(np.int32), X.shape[0])
+        assert runs[0] == 0 and runs[-1] == X.shape[1] and np.all(np.diff(runs) > 0)
+        for a, b in zip(runs[:-1], runs[1:]):
+            assert (X[:, a:b] != 0).sum(axis=1).max() <= 1  # disjoint rows ...
+            if b < X.shape[1]:  # ... and maximal: column b meets a row of the run
+                assert (X[:, a:b + 1] != 0).sum(axis=1).max() > 1
+    onehot = sp.hstack([sp.eye(50, format="csr"), sp.eye(50, format="csr")[np.arange(50) % 7][:, :7]], format="csc")  # users, items
+    assert A.disjoint_runs(onehot.indptr, onehot.indices.astype(np.int32), 50).tolist() == [0, 50, 57]
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_als_in_parallel_is_the_sequential_model_bit_for_bit(task: str) -> None:
+    """User and item columns are updated in parallel (disjoint rows); the result equals the
+    one-thread fit exactly, with side features (runs that are not disjoint) in the design."""
+    from fmrec.data import IdMap, Interactions
+    from fmrec.model import FactorizationMachine
+
+    rng = np.random.default_rng(2)
+    n_users, n_items, n = 400, 300, 12_000
+    u = rng.integers(0, n_users, n)
+    i = np.minimum(rng.zipf(1.4, n) - 1, n_items - 1)
+    r = rng.integers(1, 6, n).astype(np.float32)
+    data = Interactions(u, i, r, IdMap(np.arange(n_users)), IdMap(np.arange(n_items)))
+    fits = [FactorizationMachine(task=task, solver="als", n_factors=6, n_epochs=3, n_threads=t, random_state=0,
+                                 implicit="user").fit(data) for t in (1, 2)]
+    a, b = fits
+    assert a.w0_ == b.w0_
+    np.testing.assert_array_equal(a.w_, b.w_)
+    np.testing.assert_array_equal(a.V_, b.V_)
 
 
 def test_score_and_factor_cache_kernels_match_naive() -> None:

@@ -50,7 +50,7 @@ from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
+from numba import get_num_threads, njit, prange
 
 from fmrec.errors import ConfigError, DataError, DivergenceError
 
@@ -158,6 +158,17 @@ def factor_cache(indptr, indices, data, Vt, f, c):
         c[i, 1] = s
 
 
+@njit(cache=True, parallel=True)
+def _factor_cache_rows(indptr, indices, data, Vt, f, c):
+    """:func:`factor_cache` with rows in parallel (the same numbers: each row's own sum)."""
+    n = indptr.shape[0] - 1
+    for i in prange(n):
+        s = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            s += Vt[f, indices[p]] * np.float64(data[p])
+        c[i, 1] = s
+
+
 @njit(cache=True, nogil=True)
 def scores_into(indptr, indices, data, w0, w, Vr, out, sums):
     """Full FM scores (float64) of every CSR row with row-major ``Vr`` (n, k)."""
@@ -182,20 +193,88 @@ def scores_into(indptr, indices, data, w0, w, Vr, out, sums):
         out[i] = s + 0.5 * (inter - sq)
 
 
-# ------------------------------------------------------------------ ALS, regression
-@njit(cache=True, nogil=True)
-def als_epoch_regression(indptr, indices, data, colptr, rows, vals, w0, w, Vt, c, l2_b, l2_w, l2_v):
-    """One ALS epoch for squared loss.  ``c[:, 0]`` must hold ``e = y_hat - y`` on entry and
-    holds it (updated incrementally) on exit; ``w0`` is a (1,) array."""
-    n = w.shape[0]
-    k = Vt.shape[0]
-    w0[0] = coord_ls_w0(w0[0], c, 1.0, 0.0, l2_b, 0.0)
+# ------------------------------------------------------------------ parallel sweeps
+# A coordinate update reads and writes the caches of its column's rows only.  Columns
+# whose rows are disjoint (a one-hot field: each row has one user, one item) can
+# therefore be updated in any order, or at once, with the same result: the sweep
+# visits contiguous *runs* of such columns (:func:`disjoint_runs`) and updates a long
+# run's columns in parallel, bit for bit what the sequential sweep computes.
+PARALLEL_RUN = 64  # runs shorter than this are swept sequentially
+
+
+def disjoint_runs(colptr: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Boundaries ``b`` of maximal contiguous column runs ``b[r]..b[r+1]-1`` in which no row
+    has two nonzeros (greedy, in column order); O(nnz)."""
+    return _disjoint_runs(np.ascontiguousarray(colptr, dtype=np.int64), rows, n_rows)
+
+
+@njit(cache=True)
+def _disjoint_runs(colptr, rows, n_rows):
+    n = colptr.shape[0] - 1
+    last = np.full(n_rows, -1, dtype=np.int64)  # run in which the row was last seen
+    bounds = np.empty(n + 1, dtype=np.int64)
+    bounds[0] = 0
+    m = 1
+    run = 0
     for l in range(n):
-        w[l] = coord_ls(colptr, rows, vals, l, w[l], False, c, 1.0, 0.0, l2_w[l], 0.0)
-    for f in range(k):
-        factor_cache(indptr, indices, data, Vt, f, c)
-        for l in range(n):
-            Vt[f, l] = coord_ls(colptr, rows, vals, l, Vt[f, l], True, c, 1.0, 0.0, l2_v[l], 0.0)
+        clash = False
+        for p in range(colptr[l], colptr[l + 1]):
+            if last[rows[p]] == run:
+                clash = True
+                break
+        if clash:
+            run += 1
+            bounds[m] = l
+            m += 1
+        for p in range(colptr[l], colptr[l + 1]):
+            last[rows[p]] = run
+    bounds[m] = n
+    return bounds[:m + 1].copy()
+
+
+@njit(cache=True, parallel=True)
+def _sweep_ls(colptr, rows, vals, theta, is_v, c, lam, runs, min_run):
+    """ALS update of every column of ``theta`` (a row of ``Vt``, or ``w``), run by run; runs
+    of at least ``min_run`` columns in parallel."""
+    for r in range(runs.shape[0] - 1):
+        a = runs[r]
+        b = runs[r + 1]
+        if b - a >= min_run:
+            for l in prange(a, b):
+                theta[l] = coord_ls(colptr, rows, vals, l, theta[l], is_v, c, 1.0, 0.0, lam[l], 0.0)
+        else:
+            for l in range(a, b):
+                theta[l] = coord_ls(colptr, rows, vals, l, theta[l], is_v, c, 1.0, 0.0, lam[l], 0.0)
+
+
+@njit(cache=True, parallel=True)
+def _sweep_logistic(colptr, rows, vals, theta, is_v, c, y, lam, runs, min_run):
+    """Newton update of every column of ``theta`` under logistic loss, run by run."""
+    for r in range(runs.shape[0] - 1):
+        a = runs[r]
+        b = runs[r + 1]
+        if b - a >= min_run:
+            for l in prange(a, b):
+                theta[l] = coord_logistic(colptr, rows, vals, l, theta[l], is_v, c, y, lam[l])
+        else:
+            for l in range(a, b):
+                theta[l] = coord_logistic(colptr, rows, vals, l, theta[l], is_v, c, y, lam[l])
+
+
+# ------------------------------------------------------------------ ALS, regression
+def als_epoch_regression(indptr, indices, data, colptr, rows, vals, w0, w, Vt, c, l2_b, l2_w, l2_v, runs):
+    """One ALS epoch for squared loss.  ``c[:, 0]`` must hold ``e = y_hat - y`` on entry and
+    holds it (updated incrementally) on exit; ``w0`` is a (1,) array; ``runs``: see
+    :func:`disjoint_runs`.  On one numba thread everything runs sequentially (the
+    parallel loops cost ~5 % there)."""
+    par = get_num_threads() > 1
+    min_run = PARALLEL_RUN if par else np.iinfo(np.int64).max
+    cache = _factor_cache_rows if par else factor_cache
+    w0[0] = coord_ls_w0(w0[0], c, 1.0, 0.0, l2_b, 0.0)
+    _sweep_ls(colptr, rows, vals, w, False, c, l2_w, runs, min_run)
+    for f in range(Vt.shape[0]):
+        cache(indptr, indices, data, Vt, f, c)
+        _sweep_ls(colptr, rows, vals, Vt[f], True, c, l2_v, runs, min_run)
 
 
 # ------------------------------------------------------------------ ALS, binary
@@ -313,18 +392,16 @@ def coord_logistic_w0(w0, c, y, lam):
     return w0
 
 
-@njit(cache=True, nogil=True)
-def als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, w0, w, Vt, c, l2_b, l2_w, l2_v):
+def als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, w0, w, Vt, c, l2_b, l2_w, l2_v, runs):
     """One coordinate-descent Newton epoch for logistic loss; ``c[:, 0]`` holds the scores."""
-    n = w.shape[0]
-    k = Vt.shape[0]
+    par = get_num_threads() > 1
+    min_run = PARALLEL_RUN if par else np.iinfo(np.int64).max
+    cache = _factor_cache_rows if par else factor_cache
     w0[0] = coord_logistic_w0(w0[0], c, y, l2_b)
-    for l in range(n):
-        w[l] = coord_logistic(colptr, rows, vals, l, w[l], False, c, y, l2_w[l])
-    for f in range(k):
-        factor_cache(indptr, indices, data, Vt, f, c)
-        for l in range(n):
-            Vt[f, l] = coord_logistic(colptr, rows, vals, l, Vt[f, l], True, c, y, l2_v[l])
+    _sweep_logistic(colptr, rows, vals, w, False, c, y, l2_w, runs, min_run)
+    for f in range(Vt.shape[0]):
+        cache(indptr, indices, data, Vt, f, c)
+        _sweep_logistic(colptr, rows, vals, Vt[f], True, c, y, l2_v, runs, min_run)
 
 
 # ------------------------------------------------------------------ Python layer
@@ -454,14 +531,15 @@ def fit_als(
     scores = np.empty(n_rows, dtype=np.float64)
     sums = np.empty(k, dtype=np.float64)
     scores_into(indptr, indices, data, w0[0], w, np.ascontiguousarray(Vt.T), scores, sums)
+    runs = disjoint_runs(colptr, rows, n_rows)
     for epoch in range(1, n_epochs + 1):
         # caches start every epoch from freshly computed scores: no drift carried over
         if task == "regression":
             c[:, 0] = scores - t
-            als_epoch_regression(indptr, indices, data, colptr, rows, vals, w0, w, Vt, c, l2_b, l2_w, l2_v)
+            als_epoch_regression(indptr, indices, data, colptr, rows, vals, w0, w, Vt, c, l2_b, l2_w, l2_v, runs)
         else:
             c[:, 0] = scores
-            als_epoch_binary(indptr, indices, data, colptr, rows, vals, t, w0, w, Vt, c, l2_b, l2_w, l2_v)
+            als_epoch_binary(indptr, indices, data, colptr, rows, vals, t, w0, w, Vt, c, l2_b, l2_w, l2_v, runs)
         if not (np.isfinite(w0[0]) and np.isfinite(w).all() and np.isfinite(Vt).all()):
             raise DivergenceError(
                 f"ALS produced non-finite parameters at epoch {epoch}; raise the L2 penalties "

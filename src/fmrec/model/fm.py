@@ -59,8 +59,9 @@ class FactorizationMachine:
         model at a fixed thread count: more than one SGD/BPR/WARP thread follows a
         fixed schedule (user and item blocks per thread, DSGD-style; shared columns
         such as side features on private copies merged in thread order, see
-        :mod:`fmrec.model._strata`), not racing Hogwild updates.  ALS and MCMC are
-        sequential.
+        :mod:`fmrec.model._strata`), not racing Hogwild updates.  ALS updates the
+        columns of one-hot fields (users, items) in parallel, which gives the same model
+        at any thread count; MCMC is sequential.
     deterministic : train SGD/BPR/WARP sequentially whatever ``n_threads`` says, so
         the same seed gives the same model at *any* thread count (prediction and
         scoring still use ``n_threads``).
@@ -564,10 +565,15 @@ class FactorizationMachine:
                 metric = entry["valid_rmse"] if self.task == "regression" else entry["valid_log_loss"]
             return tracker.record(entry, metric, lambda: (float(w0), w, V))  # fit_als hands over copies
 
-        w0, w, V = fit_als(M, t, task=self.task, n_factors=int(self.n_factors), n_epochs=self._n_epochs(),
-                           l2_bias=float(self.l2_bias), **dict(zip(("l2_linear", "l2_factors"),
-                                                                    self._l2_columns(M.shape[1]))),
-                           init_std=self._init_std(), rng=rng, callback=callback)
+        from fmrec._threads import thread_limits
+
+        # columns of one-hot fields (users, items) are updated in parallel: the same model at any
+        # thread count (see fmrec.model._als, "parallel sweeps")
+        with thread_limits(self.n_threads, blas_threads=1):
+            w0, w, V = fit_als(M, t, task=self.task, n_factors=int(self.n_factors), n_epochs=self._n_epochs(),
+                               l2_bias=float(self.l2_bias), **dict(zip(("l2_linear", "l2_factors"),
+                                                                        self._l2_columns(M.shape[1]))),
+                               init_std=self._init_std(), rng=rng, callback=callback)
         tracker.finish(self._set_params, (float(w0), w, V))
         return self
 
