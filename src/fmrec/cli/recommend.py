@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     from fmrec.store import redact_target
 
     print(f"published top-{args.k} for {n_users} users to {redact_target(args.out)} in {seconds:.2f}s{cold}")
-    if getattr(index, "kind", None) == "exact":  # after success: an error stays the only stderr line
+    # after success (an error stays the only stderr line), and only when scoring took long enough to matter
+    if getattr(index, "kind", None) == "exact" and seconds >= 1.0:
         from fmrec._threads import blas_kernel_hint
 
         hint = blas_kernel_hint()
