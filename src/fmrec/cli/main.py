@@ -16,13 +16,6 @@ import os
 import sys
 from typing import Sequence
 
-# Idle OpenBLAS worker threads spin for 2**28 cycles (~0.1 s) after the library loads and
-# after every multi-threaded call before they sleep; numpy and scipy each load their own
-# OpenBLAS, so a short command spent ~0.3 CPU s of its 2 cores spinning (perf, 100k x 20k
-# `recommend --vectors`).  2**20 cycles (~0.3 ms) keeps wake-ups cheap and the cores free
-# for fmrec's own workers.  Set before numpy loads; an explicit setting wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
-
 COMMANDS = {
     "train": "fmrec.cli.train",
     "predict": "fmrec.cli.predict",
@@ -112,7 +105,16 @@ _GC_PAUSED = [False]
 
 def console_main() -> int:
     """The ``fmrec`` command's entry point (a process of its own): :func:`main` with the
-    cyclic garbage collector paused during start-up (see :func:`startup_done`)."""
+    cyclic garbage collector paused during start-up (see :func:`startup_done`) and idle
+    OpenBLAS threads told to sleep early.
+
+    Idle OpenBLAS worker threads spin for 2**28 cycles (~0.1 s) after the library loads and
+    after every multi-threaded call before they sleep; numpy and scipy each load their own
+    OpenBLAS, so a short command spent ~0.3 CPU s of its 2 cores spinning (perf, 100k x 20k
+    ``recommend --vectors``).  2**20 cycles (~0.3 ms) keeps wake-ups cheap and the cores
+    free for fmrec's own workers.  Set before numpy loads; an explicit setting wins.
+    """
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     if gc.isenabled():
         gc.disable()
         _GC_PAUSED[0] = True
