@@ -147,26 +147,27 @@ def coord_ls_w0(w0, c, alpha, mu, lam, z):
     return new
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_q(indptr, indices, data, Vt, f, i):
+    """q_if = sum_j v_jf x_ij of CSR row i."""
+    s = 0.0
+    for p in range(indptr[i], indptr[i + 1]):
+        s += Vt[f, indices[p]] * np.float64(data[p])
+    return s
+
+
 @njit(cache=True, nogil=True)
 def factor_cache(indptr, indices, data, Vt, f, c):
     """c[i, 1] = q_if = sum_j v_jf x_ij for every CSR row i."""
-    n = indptr.shape[0] - 1
-    for i in range(n):
-        s = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            s += Vt[f, indices[p]] * np.float64(data[p])
-        c[i, 1] = s
+    for i in range(indptr.shape[0] - 1):
+        c[i, 1] = _row_q(indptr, indices, data, Vt, f, i)
 
 
 @njit(cache=True, parallel=True)
 def _factor_cache_rows(indptr, indices, data, Vt, f, c):
     """:func:`factor_cache` with rows in parallel (the same numbers: each row's own sum)."""
-    n = indptr.shape[0] - 1
-    for i in prange(n):
-        s = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            s += Vt[f, indices[p]] * np.float64(data[p])
-        c[i, 1] = s
+    for i in prange(indptr.shape[0] - 1):
+        c[i, 1] = _row_q(indptr, indices, data, Vt, f, i)
 
 
 @njit(cache=True, nogil=True)
