@@ -420,14 +420,9 @@ def test_one_als_epoch_equals_reference_coordinate_sweep(task: str) -> None:
     kw0, kw, kVt = np.array([w0]), w.copy(), np.ascontiguousarray(V.T)
     s = fm_predict_naive(sp.csr_matrix(X, dtype=np.float64), w0, w, V)
     c = np.zeros((X.shape[0], 2))
-    if task == "regression":
-        c[:, 0] = s - y
-        A.als_epoch_regression(indptr, indices, data, colptr, rows, vals, kw0, kw, kVt, c, *lam,
-                               A.disjoint_runs(colptr, rows, X.shape[0]))
-    else:
-        c[:, 0] = s
-        A.als_epoch_binary(indptr, indices, data, colptr, rows, vals, y, kw0, kw, kVt, c, *lam,
-                           A.disjoint_runs(colptr, rows, X.shape[0]))
+    c[:, 0] = s - y if task == "regression" else s
+    A.als_epoch(indptr, indices, data, colptr, rows, vals, y, kw0, kw, kVt, c, *lam,
+                A.disjoint_runs(colptr, rows, X.shape[0]), task == "binary")
     assert kw0[0] == pytest.approx(r0, rel=1e-9)
     np.testing.assert_allclose(kw, rw, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(kVt.T, rV, rtol=1e-8, atol=1e-12)
