@@ -78,15 +78,6 @@ def _pop_all(hs, hid, k):
         _sift_down(hs, hid, 0, end)
 
 
-@njit(cache=True)
-def _push_row(hs, hi, k, s, j):
-    """Offer candidate (s, j) to a full heap of size k whose root is the worst."""
-    if _worse(hs[0], hi[0], s, j):
-        hs[0] = s
-        hi[0] = j
-        _sift_down(hs, hi, 0, k)
-
-
 @njit(cache=True, parallel=True)
 def topk_update(S, item_offset, row_offset, excl_indptr, excl_indices, heap_s, heap_i):
     """Merge a block of scores into running heaps.
@@ -302,6 +293,13 @@ def _sift_min(h, pos, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _key_score(key, tmp, tmp_f):
+    """float32 score of a key (its bits through a one-element scratch viewed both ways)."""
+    tmp[0] = _key_bits(key)
+    return tmp_f[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _take(h, nf, k, key, root, T, tmp, tmp_f):
     """Offer ``key`` (its score passed the threshold ``T``); returns (nf, root, T)."""
     if nf < k:
@@ -311,14 +309,12 @@ def _take(h, nf, k, key, root, T, tmp, tmp_f):
             for start in range(k // 2 - 1, -1, -1):
                 _sift_min(h, start, k)
             root = h[0]
-            tmp[0] = _key_bits(root)
-            T = tmp_f[0]
+            T = _key_score(root, tmp, tmp_f)
     elif key > root:
         h[0] = key
         _sift_min(h, 0, k)
         root = h[0]
-        tmp[0] = _key_bits(root)
-        T = tmp_f[0]
+        T = _key_score(root, tmp, tmp_f)
     return nf, root, T
 
 
@@ -461,8 +457,7 @@ def topk_block(S, Sbits, n_rows, n_cols, col_offset, perm, ex_ptr, ex_pos, ex_cu
                 continue
         if nf >= k:
             root = h[0]
-            tmp[0] = _key_bits(root)
-            T = tmp_f[0]
+            T = _key_score(root, tmp, tmp_f)
         else:
             root = np.uint64(0)
             T = LOWEST
@@ -613,8 +608,7 @@ def rerank_candidates(Q, items, cand, excl_indptr, excl_indices, row_offset, k, 
                 cnt = k
             _sort_keys_desc(keys, cnt, best)
             for t in range(cnt):
-                tmp[0] = _key_bits(best[t])
-                out_s[r, t] = tmp_f[0]
+                out_s[r, t] = _key_score(best[t], tmp, tmp_f)
                 out_i[r, t] = _key_pos(best[t])
             for t in range(cnt, k):
                 out_i[r, t] = -1
