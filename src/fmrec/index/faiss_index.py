@@ -78,7 +78,7 @@ class TuneResult:
     n_users: int
     reached: bool
     history: list[tuple[Any, ...]] = field(default_factory=list)  # (value, recall, seconds, standard error)
-    stderr: float = 0.0  # standard error of the sample's recall (per-user recalls)
+    stderr: float = 0.0  # standard error of the sample's pooled recall (linearised over its users)
 
     def __str__(self) -> str:
         setting = f"{self.parameter}={self.value}" if self.parameter else "no search parameter"
@@ -522,21 +522,18 @@ class FaissIndex:
 
             ex = sp.csr_matrix(exclude)[sample]
         truth_i, _ = self._exact_index().search(Us, k, ex)
-        total = int((truth_i >= 0).sum())
+        truth = [set(b[b >= 0].tolist()) for b in truth_i]  # the exact lists, once
+        sizes = np.array([len(t) for t in truth], dtype=np.float64)
+        total = float(sizes.sum())
 
         def measure() -> tuple[float, float, float]:
             """(recall, seconds, standard error of the recall)."""
             t0 = time.perf_counter()
             got_i, _ = self._search_quiet(Us, k, ex)
             secs = time.perf_counter() - t0
-            hits = np.zeros(len(truth_i))
-            sizes = np.zeros(len(truth_i))
-            for r, (a, b) in enumerate(zip(got_i, truth_i)):
-                truth = set(b[b >= 0].tolist())
-                hits[r] = len(set(a[a >= 0].tolist()) & truth)
-                sizes[r] = len(truth)
             if not total:
                 return 1.0, secs, 0.0
+            hits = np.array([len(set(a[a >= 0].tolist()) & t) for a, t in zip(got_i, truth)], dtype=np.float64)
             rec = float(hits.sum() / total)
             # standard error of that pooled ratio (hits over exact items), linearised over users
             n_s = hits.size
