@@ -247,11 +247,9 @@ def _prepare_model(model: Any, users: Any, seen: Any, exclude_seen: bool, exclud
     if seen is None:
         seen = getattr(model, "seen_", None)
     if seen is not None:
-        import scipy.sparse as sp
+        from fmrec.vectors import seen_matrix
 
-        seen = sp.csr_matrix(seen)
-        if seen.shape != (enc.n_users, enc.n_items):
-            raise ConfigError(f"seen matrix has shape {seen.shape}; the model has {(enc.n_users, enc.n_items)}")
+        seen = seen_matrix(seen, (enc.n_users, enc.n_items), "the model")
     cand_items, pos_of_item = _candidates(enc.n_items, None if seen is None else seen.indices,
                                           include_untrained_items, exclude_items, enc.item_map)
     # items of a given feature table the model never saw (cold, features only) are
@@ -325,11 +323,9 @@ def _prepare_vectors(vs: Any, users: Any, seen: Any, exclude_seen: bool, exclude
     user_map = _LazyIdMap(vs.user_ids)
     item_map = _LazyIdMap(vs.item_ids)
     if seen is not None:
-        import scipy.sparse as sp
+        from fmrec.vectors import seen_matrix
 
-        seen = sp.csr_matrix(seen)
-        if seen.shape != (vs.n_users, vs.n_items):
-            raise ConfigError(f"seen matrix has shape {seen.shape}; {where} has {(vs.n_users, vs.n_items)}")
+        seen = seen_matrix(seen, (vs.n_users, vs.n_items), where)
         seen_indices = seen.indices
     else:  # the file's pattern: a sparse matrix is built only when it is excluded
         pattern = vs.seen_arrays()

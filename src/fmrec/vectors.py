@@ -81,12 +81,7 @@ class VectorSet:
         matrix (a loaded file's indices may be unsorted within a row, or repeated).
         Read-only: they may be the file's arrays or the matrix's own."""
         raw = self.__dict__.get("_seen")
-        if raw is None:
-            return None
-        if not isinstance(raw, _SeenArrays) and raw.shape != (self.n_users, self.n_items):
-            raise ConfigError(f"seen matrix has shape {raw.shape}; "
-                              f"{self.source or 'the vectors'} has {(self.n_users, self.n_items)}")
-        return raw.indptr, raw.indices
+        return None if raw is None else (raw.indptr, raw.indices)
 
     def __repr__(self) -> str:
         return (f"VectorSet({self.n_users} users x {self.n_items} items x {self.dim} dims, "
@@ -139,12 +134,20 @@ def _get_seen(self: VectorSet) -> sp.csr_matrix | None:
 
 
 def _set_seen(self: VectorSet, value: Any) -> None:
-    if value is not None and not isinstance(value, _SeenArrays):
-        import scipy.sparse as sp
-
-        if not sp.isspmatrix_csr(value) and not isinstance(value, sp.csr_array):
-            value = sp.csr_matrix(value)  # COO, CSC, dense...: CSR, so seen_arrays() reads rows
+    if value is not None and not isinstance(value, _SeenArrays):  # COO, CSC, dense...: CSR, rows = users
+        value = seen_matrix(value, (self.n_users, self.n_items), self.source or "the vectors")
     self.__dict__["_seen"] = value
+
+
+def seen_matrix(seen: Any, shape: tuple[int, int], owner: str) -> sp.csr_matrix:
+    """``seen`` (any sparse or dense users x items pattern) as CSR, checked against ``shape``
+    (the users and items of ``owner``, named in the message)."""
+    import scipy.sparse as sp
+
+    m = sp.csr_matrix(seen)
+    if m.shape != shape:
+        raise ConfigError(f"seen matrix has shape {m.shape}; {owner} has {shape}")
+    return m
 
 
 # ``seen`` stays a dataclass field (constructor argument, repr), stored through this property
@@ -347,10 +350,6 @@ def export_model_vectors(model: Any, seen: sp.spmatrix | None = None) -> VectorS
     if seen is None:
         seen = getattr(model, "seen_", None)
     if seen is not None:
-        import scipy.sparse as sp
-
-        seen = sp.csr_matrix(seen)
-        if seen.shape != (enc.n_users, enc.n_items):
-            raise ConfigError(f"seen matrix has shape {seen.shape}; the model has {(enc.n_users, enc.n_items)}")
+        seen = seen_matrix(seen, (enc.n_users, enc.n_items), "the model")
     return VectorSet(_plain_ids(uv.ids), uv.vectors, _plain_ids(iv.ids), iv.vectors,
                      np.asarray(uv.constants, dtype=np.float64), seen)
