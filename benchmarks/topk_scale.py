@@ -390,14 +390,6 @@ def run_cli(folder: Path, include_seen: bool) -> dict[str, Any]:
     return best_of(lambda: _run_cli(folder, include_seen))
 
 
-def has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return any(line.startswith("flags") and " avx512f" in line for line in fh)
-    except OSError:
-        return False
-
-
 def faiss_env() -> dict[str, str]:
     """Environment of the faiss rows: ``OMP_WAIT_POLICY=PASSIVE`` (as fmrec's own
     ``import_faiss`` sets it: on a machine shared with other jobs spinning OpenMP threads
@@ -405,7 +397,9 @@ def faiss_env() -> dict[str, str]:
     ``OPENBLAS_CORETYPE=SkylakeX`` where the CPU has AVX-512 (that kernel dies with
     SIGILL on an AVX2-only CPU)."""
     env = {"OMP_WAIT_POLICY": "PASSIVE"}
-    if has_avx512():
+    from fmrec._threads import cpu_has_avx512
+
+    if cpu_has_avx512():
         env["OPENBLAS_CORETYPE"] = "SkylakeX"
     return env
 

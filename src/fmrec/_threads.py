@@ -123,6 +123,15 @@ _AVX2_KERNELS = {"haswell", "zen", "sandybridge", "nehalem", "core2", "prescott"
                  "piledriver", "steamroller", "excavator", "barcelona", "opteron"}
 
 
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU reports AVX-512 Foundation (Linux ``/proc/cpuinfo``; False if unreadable)."""
+    try:
+        with open(cpuinfo) as fh:
+            return any(line.startswith("flags") and " avx512f" in line for line in fh)
+    except OSError:
+        return False
+
+
 def blas_kernel_hint(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """A one-line hint when ``OPENBLAS_CORETYPE`` forces numpy's OpenBLAS onto kernels older
     than the CPU (AVX2 or older on an AVX-512 CPU), else None.
@@ -133,14 +142,7 @@ def blas_kernel_hint(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     (2.3 against 1.4 CPU s at 100k users x 20k items).
     """
     forced = os.environ.get("OPENBLAS_CORETYPE")
-    if not forced or forced.strip().lower() not in _AVX2_KERNELS:
-        return None
-    try:
-        with open(cpuinfo) as fh:
-            avx512 = any(line.startswith("flags") and " avx512f" in line for line in fh)
-    except OSError:
-        return None
-    if not avx512:
+    if not forced or forced.strip().lower() not in _AVX2_KERNELS or not cpu_has_avx512(cpuinfo):
         return None
     return (f"OPENBLAS_CORETYPE={forced} keeps numpy's BLAS on older kernels on this AVX-512 CPU: "
             "the exact search's GEMM may run ~1.6x slower (unset it for fmrec unless it is there on purpose)")

@@ -94,13 +94,14 @@ def startup_done() -> None:
     them over and over (~0.1 s of a 2 s ``recommend --vectors`` run).  A no-op unless the
     ``fmrec`` command paused the collector (``main`` called in-process never does:
     freezing would keep the caller's garbage forever); idempotent."""
-    if _GC_PAUSED[0]:
-        _GC_PAUSED[0] = False
+    global _gc_paused
+    if _gc_paused:
+        _gc_paused = False
         gc.freeze()
         gc.enable()
 
 
-_GC_PAUSED = [False]
+_gc_paused = False  # set by console_main while start-up runs with the collector off
 
 
 def console_main() -> int:
@@ -114,15 +115,16 @@ def console_main() -> int:
     ``recommend --vectors``).  2**20 cycles (~0.3 ms) keeps wake-ups cheap and the cores
     free for fmrec's own workers.  Set before numpy loads; an explicit setting wins.
     """
+    global _gc_paused
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
     if gc.isenabled():
         gc.disable()
-        _GC_PAUSED[0] = True
+        _gc_paused = True
     try:
         return main()
     finally:
-        if _GC_PAUSED[0]:
-            _GC_PAUSED[0] = False
+        if _gc_paused:  # a command that failed before its start-up ended
+            _gc_paused = False
             gc.enable()
 
 
