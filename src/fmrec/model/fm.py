@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from fmrec.data import Interactions
 from fmrec.data.encode import Encoder
 from fmrec.errors import ConfigError, DataError, DivergenceError, NotFittedError
+from fmrec.model._state import sgd_state
 from fmrec.model._tracking import EpochTracker
 
 log = logging.getLogger("fmrec.model")
@@ -440,8 +441,6 @@ class FactorizationMachine:
             return self._fit_als(M, t, Mv, tv, rng)
         if self.solver == "mcmc":
             return self._fit_mcmc(M, t, rng)
-        from fmrec.model._state import sgd_state
-
         w0, w, V, g_w0, g_w, g_V, (lr_b, lr_w, lr_v), task, opt, n_threads = sgd_state(
             self, n_features, rng, float(t.mean()))
         tracker = EpochTracker(self, self._n_epochs(), minimize=True)
@@ -642,8 +641,6 @@ class FactorizationMachine:
         pos_indices = pos.indices.astype(np.int32)
         n_features = enc.n_features
         rng = np.random.default_rng(self.random_state)
-        from fmrec.model._state import sgd_state
-
         _, w, V, _, g_w, g_V, (_, lr_w, lr_v), loss_kind, opt, n_threads = sgd_state(self, n_features, rng)
         self.w0_ = 0.0
         self.y_range_ = (0.0, 1.0)
