@@ -5,17 +5,51 @@ bits; the first block of a row is selected by compacting the columns that reach 
 sampled threshold and keying only those.  Both must keep every result exact: these tests
 compare the kernels and ``ExactIndex`` with a lexsort reference (ties by smaller
 position) on random data, on heavy ties, and on edge cases around chunk and piece
-boundaries.
+boundaries.  Every test runs each kernel set: the numba kernels (``_kernels.py``) and
+the C kernels (``_ctopk.c``) at every instruction-set level this CPU has (portable C,
+AVX2, AVX-512).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from fmrec.index import ExactIndex
+from fmrec.index import _cbackend as C
 from fmrec.index import _kernels as K
+
+
+def _c_levels() -> list[int]:
+    if not C.available():
+        return []
+    best = C.set_isa(-1)
+    return list(range(best + 1))
+
+
+BACKENDS = ["numba"] + [f"c{isa}" for isa in _c_levels()]
+
+
+def test_c_kernels_are_built_in_ci() -> None:
+    """The C kernels are an optional extension; CI (a machine with a compiler) must build them."""
+    if not C.available() and os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        pytest.skip("the C kernels were not built here (no C compiler at install time); the numba kernels ran")
+    assert C.available(), "pip install did not build fmrec.index._ctopk"
+    assert C.resolve("auto") == "c"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    name = request.param
+    if name.startswith("c"):
+        C.set_isa(int(name[1:]))
+        yield name
+        C.set_isa(-1)
+    else:
+        yield name
 
 
 def reference(S: np.ndarray, k: int, banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +66,11 @@ def reference(S: np.ndarray, k: int, banned: np.ndarray | None = None) -> tuple[
 
 
 def run_kernels(S: np.ndarray, k: int, block: int, perm: np.ndarray | None = None,
-                banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                banned: np.ndarray | None = None, backend: str = "numba") -> tuple[np.ndarray, np.ndarray]:
     """Drive topk_block / finish_rows directly over column blocks of ``S`` (visiting order =
     ``perm``; the reported positions are catalogue positions)."""
+    if backend != "numba":
+        return run_c_kernels(S, k, block, perm, banned)
     n, m = S.shape
     perm = np.arange(m, dtype=np.int64) if perm is None else perm.astype(np.int64)
     inv = np.empty(m, np.int64)
@@ -65,10 +101,39 @@ def run_kernels(S: np.ndarray, k: int, block: int, perm: np.ndarray | None = Non
     return out_i, out_s
 
 
+def run_c_kernels(S: np.ndarray, k: int, block: int, perm: np.ndarray | None = None,
+                  banned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same through the C kernels (``_cbackend.Rows``), one block of columns at a time."""
+    n, m = S.shape
+    perm = np.arange(m, dtype=np.int64) if perm is None else perm.astype(np.int64)
+    inv = np.empty(m, np.int64)
+    inv[perm] = np.arange(m)
+    Sv = np.ascontiguousarray(S[:, perm])
+    st = C.Rows(n, block, k)
+    st.start(n)
+    ex = (0, 0, 0, 0)
+    if banned is not None:
+        exm = sp.csr_matrix(banned.astype(np.float32))
+        indptr, indices = exm.indptr.astype(np.int64), exm.indices.astype(np.int32)
+        ex_ptr = np.empty(n + 1, np.int64)
+        ex_pos = np.empty(max(1, int(indptr[-1])), np.int64)
+        st.remap(indptr, indices, inv, 0, n, ex_ptr, ex_pos)
+        ex_cur = ex_ptr[:-1].copy()
+        ex = (ex_ptr.ctypes.data, ex_pos.ctypes.data, ex_cur.ctypes.data, 1)
+    for j0 in range(0, m, block):
+        cols = min(block, m - j0)
+        st.S[:, :cols] = Sv[:, j0:j0 + cols]
+        st.block(n, cols, j0, perm.ctypes.data, ex)
+    out_s = np.empty((n, k), np.float32)
+    out_i = np.empty((n, k), np.int64)
+    st.finish(n, out_s.view(np.uint32), out_i)
+    return out_i, out_s
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("k", [1, 7, 64, 100, 256, 257, 400])  # rows up to 256 sorted by rank counts, longer by heap
 @pytest.mark.parametrize("ties", [False, True])
-def test_kernels_match_lexsort_random(seed: int, k: int, ties: bool) -> None:
+def test_kernels_match_lexsort_random(seed: int, k: int, ties: bool, backend: str) -> None:
     rng = np.random.default_rng(seed * 101 + k)
     n, m = 9, int(rng.integers(1, 3000))
     S = rng.normal(size=(n, m)).astype(np.float32)
@@ -80,25 +145,25 @@ def test_kernels_match_lexsort_random(seed: int, k: int, ties: bool) -> None:
     block = max(block, 1)
     perm = rng.permutation(m) if seed % 2 else None
     banned = rng.random((n, m)) < (0.3 if seed % 3 == 0 else 0.0)
-    ids, scores = run_kernels(S, k, block, perm, banned if banned.any() else None)
+    ids, scores = run_kernels(S, k, block, perm, banned if banned.any() else None, backend)
     ref_ids, ref_scores = reference(S, k, banned)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(scores, ref_scores)
 
 
 @pytest.mark.parametrize("k", [1, 50, 100])
-def test_all_equal_scores_fall_back_and_keep_smallest_positions(k: int) -> None:
+def test_all_equal_scores_fall_back_and_keep_smallest_positions(k: int, backend: str) -> None:
     """Every score equal: the sampled start sees more than 4k survivors (it must fall back)."""
     n, m = 4, 5000
     S = np.full((n, m), 0.5, np.float32)
     for block in (1024, 4 * k, 5000):
-        ids, scores = run_kernels(S, k, block)
+        ids, scores = run_kernels(S, k, block, backend=backend)
         ref_ids, ref_scores = reference(S, k)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_single_passing_score_at_every_chunk_and_piece_boundary() -> None:
+def test_single_passing_score_at_every_chunk_and_piece_boundary(backend: str) -> None:
     """After the heap is full, one score that can enter sits at each position of a 64-wide
     chunk (first / last of an 8-wide piece, the chunk's ends, the ragged tail)."""
     k, m = 4, 3 * 64 + 13
@@ -112,13 +177,13 @@ def test_single_passing_score_at_every_chunk_and_piece_boundary() -> None:
         rows.append(row)
     S = np.stack(rows)
     for block in (m, 64, 72, 8):
-        ids, scores = run_kernels(S, k, block)
+        ids, scores = run_kernels(S, k, block, backend=backend)
         ref_ids, ref_scores = reference(S, k)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_excluded_and_negative_infinite_scores_never_enter() -> None:
+def test_excluded_and_negative_infinite_scores_never_enter(backend: str) -> None:
     rng = np.random.default_rng(5)
     n, m, k = 6, 2100, 100
     S = rng.normal(size=(n, m)).astype(np.float32)
@@ -127,7 +192,7 @@ def test_excluded_and_negative_infinite_scores_never_enter() -> None:
     banned[1, : m - 40] = True  # fewer than k left, all in the last block
     banned[2, rng.choice(m, m - k, replace=False)] = True  # exactly k left
     banned[3, ::2] = True
-    ids, scores = run_kernels(S, k, 1024, rng.permutation(m), banned)
+    ids, scores = run_kernels(S, k, 1024, rng.permutation(m), banned, backend)
     ref_ids, ref_scores = reference(S, k, banned)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(scores, ref_scores)
@@ -136,7 +201,8 @@ def test_excluded_and_negative_infinite_scores_never_enter() -> None:
 
 
 @pytest.mark.parametrize("blocks", [(None, None), (256, 1024), (512, 512), (37, 450)])
-def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int | None, int | None]) -> None:
+def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int | None, int | None],
+                                                              backend: str) -> None:
     """FM-like vectors (popularity bias, so later blocks are mostly rejected) with ties and
     exclusions; every block layout gives the lexsort answer on the index's own scores."""
     rng = np.random.default_rng(11)
@@ -148,7 +214,8 @@ def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int
     banned = rng.random((n_users, n_items)) < 0.01
     excl = sp.csr_matrix(banned.astype(np.float32))
     bu, bi = blocks
-    ids, scores = ExactIndex(block_users=bu, block_items=bi).build(V).search(U, 100, excl)
+    kernels = "numba" if backend == "numba" else "c"
+    ids, scores = ExactIndex(block_users=bu, block_items=bi, kernels=kernels).build(V).search(U, 100, excl)
     ref_ids, ref_scores = reference(U @ V.T, 100, banned)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(scores, ref_scores)
@@ -174,3 +241,58 @@ def test_ge_mask64_matches_numpy_on_ties_infinities_and_offsets() -> None:
             for c0 in (0, 1, 63, 64, 64 * 2 + 7):
                 want = sum(1 << i for i in range(64) if S[r, c0 + i] >= T)
                 assert int(K.ge_mask64(S, r, c0, T)) == want, (T, r, c0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 100])
+def test_rising_scores_refill_the_buffer_and_infinities(k: int, backend: str) -> None:
+    """Worst case for a running threshold: scores rise along the visiting order, so every
+    later column enters and the C kernels' buffer fills and is cut back again and again;
+    plus +inf scores (always kept), -inf (never) and heavy ties."""
+    n, m = 5, 3000
+    S = np.tile(np.arange(m, dtype=np.float32), (n, 1))
+    S[1] = np.floor(S[1] / 7)  # rising with ties
+    S[2, ::13] = np.inf
+    S[3, :] = -np.inf
+    S[3, 5::400] = 2.0
+    S[4] = S[4][::-1]  # falling: the first block holds the answer
+    for block in (64, 1024, m):
+        ids, scores = run_kernels(S, k, block, backend=backend)
+        ref_ids, ref_scores = reference(S, k, np.isneginf(S))  # -inf never enters: padding
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_array_equal(scores, ref_scores)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_c_and_numba_exact_index_agree_bit_for_bit(seed: int) -> None:
+    """Both kernel sets on the same index, threads and batches: the same ids and score bits."""
+    if not C.available():
+        pytest.skip("the C kernels were not built here; test_c_kernels_are_built_in_ci covers CI")
+    rng = np.random.default_rng(seed)
+    n, m, d = int(rng.integers(1, 1500)), int(rng.integers(1, 5000)), int(rng.integers(1, 40))
+    U = rng.normal(size=(n, d)).astype(np.float32)
+    V = rng.normal(size=(m, d)).astype(np.float32)
+    excl = sp.random(n, m, density=0.05, format="csr", random_state=seed) if seed % 2 else None
+    k = int(rng.integers(1, 300))
+    for threads in (1, 2):
+        a = ExactIndex(kernels="c", n_threads=threads).build(V)
+        b = ExactIndex(kernels="numba", n_threads=threads).build(V)
+        ra = list(a.search_batches(U, k, excl, batch_size=700))
+        rb = list(b.search_batches(U, k, excl, batch_size=700))
+        assert [p[0] for p in ra] == [p[0] for p in rb]
+        for (_, ia, sa), (_, ib, sb) in zip(ra, rb):
+            np.testing.assert_array_equal(ia, ib)
+            np.testing.assert_array_equal(sa.view(np.uint32), sb.view(np.uint32))
+
+
+def test_kernels_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fmrec.errors import ConfigError
+
+    V = np.ones((10, 3), np.float32)
+    with pytest.raises(ConfigError, match="kernels must be"):
+        ExactIndex(kernels="fortran").build(V).search(V, 2)
+    monkeypatch.setenv("FMREC_KERNELS", "numba")
+    assert C.resolve("auto") == "numba"
+    assert C.resolve("c") == ("c" if C.available() else "numba") or not C.available()
+    monkeypatch.setenv("FMREC_KERNELS", "cuda")
+    with pytest.raises(ConfigError, match="kernels must be"):
+        C.resolve(None)

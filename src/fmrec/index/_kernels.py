@@ -246,7 +246,6 @@ _ONE = np.uint64(1)
 _B31 = np.uint64(31)
 LOWEST = np.float32(-3.4028235e38)  # threshold of a heap not yet full: finite scores pass, -inf does not
 NEG_INF_BITS = np.uint32(0xFF800000)
-MAX_POSITION = 0xFFFFFFFE  # positions must fit the key's low half
 RANK_SORT_MAX = 256  # finish_rows orders rows up to this long by counting ranks
 RERANK_CHUNKS = 16  # parallel tasks of rerank_candidates per call
 

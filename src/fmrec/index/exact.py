@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommen
 
 from fmrec.errors import ConfigError
 
+MAX_POSITION = 0xFFFFFFFE  # positions must fit the low half of a selection key (both kernel sets)
 _EMPTY_PTR = np.zeros(0, dtype=np.int64)
 _EMPTY_IDX = np.zeros(0, dtype=np.int32)
 
@@ -81,6 +82,16 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
         return pool
 
 
+def _cscratch(bu: int, cols: int, k: int) -> Any:
+    """This thread's scratch for the C kernels (:class:`fmrec.index._cbackend.Rows`), reused when it fits."""
+    st = getattr(_LOCAL, "crows", None)
+    if st is None or st.key != (bu, cols, k):
+        from fmrec.index._cbackend import Rows
+
+        st = _LOCAL.crows = Rows(bu, cols, k)
+    return st
+
+
 def _scratch(bu: int, cols: int, k: int) -> tuple[np.ndarray, ...]:
     """This thread's scratch (scores, their bits, heaps, fill, sample, candidates), reused when it fits."""
     key = (bu, cols, k)
@@ -127,8 +138,9 @@ class ExactIndex:
 
     def __init__(self, block_users: int | None = None, block_items: int | None = None,
                  max_block_bytes: int | None = None, n_threads: int | None = None,
-                 reorder: bool = True, order_by: np.ndarray | None = None) -> None:
+                 reorder: bool = True, order_by: np.ndarray | None = None, kernels: str = "auto") -> None:
         self.block_users = block_users
+        self.kernels = kernels
         self.order_by = None if order_by is None else np.asarray(order_by, dtype=np.float64).ravel()
         self.block_items = block_items
         self.max_block_bytes = max_block_bytes
@@ -137,8 +149,6 @@ class ExactIndex:
         self.items_: np.ndarray | None = None
 
     def build(self, item_vectors: np.ndarray) -> "ExactIndex":
-        from fmrec.index._kernels import MAX_POSITION
-
         items = as_vectors(item_vectors, "item vectors")
         if items.shape[0] > MAX_POSITION:
             raise ConfigError(f"ExactIndex holds at most {MAX_POSITION} items, got {items.shape[0]}")
@@ -215,7 +225,7 @@ class ExactIndex:
         the current one (writing it to a sink, say).
         """
         from fmrec._threads import blas_limit, resolve_threads
-        from fmrec.index import _kernels as K
+        from fmrec.index._cbackend import resolve
 
         if self.items_ is None:
             raise ConfigError("index is empty: call build(item_vectors) first")
@@ -238,23 +248,47 @@ class ExactIndex:
         n_threads = max(1, min(resolve_threads(self.n_threads), -(-n_users // bu) if n_users else 1))
         scratch_cols = max(1, min(bi, n_items))
 
-        def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
-            S, Sbits, keys, fill, sample, cand = _scratch(bu, scratch_cols, k)
-            rows = e - s
-            fill[:rows] = 0
-            if indptr.size:  # this block's exclusions in visiting order, sorted per user
-                ex_ptr = np.empty(rows + 1, dtype=np.int64)
-                ex_pos = np.empty(int(indptr[e] - indptr[s]), dtype=np.int64)
-                K.remap_exclusions(indptr, indices, inv, s, e, ex_ptr, ex_pos)
-                ex_cur = ex_ptr[:-1].copy()
-            else:
-                ex_ptr = ex_pos = ex_cur = _EMPTY_PTR
-            Ub = U[s:e]
-            for t, j0 in enumerate(range(0, n_items, bi)):
-                cols = items_t[t].shape[1]
-                np.matmul(Ub, items_t[t], out=S[:rows, :cols])
-                K.topk_block(S, Sbits, rows, cols, j0, perm, ex_ptr, ex_pos, ex_cur, keys, fill, sample, cand)
-            K.finish_rows(keys, fill, rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
+        if resolve(self.kernels) == "c":
+            p_perm = int(perm.ctypes.data)
+
+            def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
+                st = _cscratch(bu, scratch_cols, k)
+                rows = e - s
+                st.start(rows)
+                ex: tuple[int, int, int, int] = (0, 0, 0, 0)
+                if indptr.size:  # this block's exclusions in visiting order, sorted per user
+                    ex_ptr = np.empty(rows + 1, dtype=np.int64)
+                    ex_pos = np.empty(max(1, int(indptr[e] - indptr[s])), dtype=np.int64)
+                    st.remap(indptr, indices, inv, s, e, ex_ptr, ex_pos)
+                    ex_cur = ex_ptr[:-1].copy()
+                    ex = (int(ex_ptr.ctypes.data), int(ex_pos.ctypes.data), int(ex_cur.ctypes.data), 1)
+                Ub = U[s:e]
+                S = st.S
+                for t, j0 in enumerate(range(0, n_items, bi)):
+                    cols = items_t[t].shape[1]
+                    np.matmul(Ub, items_t[t], out=S[:rows, :cols])
+                    st.block(rows, cols, j0, p_perm, ex)
+                st.finish(rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
+        else:
+            from fmrec.index import _kernels as K
+
+            def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
+                S, Sbits, keys, fill, sample, cand = _scratch(bu, scratch_cols, k)
+                rows = e - s
+                fill[:rows] = 0
+                if indptr.size:  # this block's exclusions in visiting order, sorted per user
+                    ex_ptr = np.empty(rows + 1, dtype=np.int64)
+                    ex_pos = np.empty(int(indptr[e] - indptr[s]), dtype=np.int64)
+                    K.remap_exclusions(indptr, indices, inv, s, e, ex_ptr, ex_pos)
+                    ex_cur = ex_ptr[:-1].copy()
+                else:
+                    ex_ptr = ex_pos = ex_cur = _EMPTY_PTR
+                Ub = U[s:e]
+                for t, j0 in enumerate(range(0, n_items, bi)):
+                    cols = items_t[t].shape[1]
+                    np.matmul(Ub, items_t[t], out=S[:rows, :cols])
+                    K.topk_block(S, Sbits, rows, cols, j0, perm, ex_ptr, ex_pos, ex_cur, keys, fill, sample, cand)
+                K.finish_rows(keys, fill, rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
 
         def launch(b0: int, pool: ThreadPoolExecutor | None) -> tuple[int, np.ndarray, np.ndarray, list[Future[Any]]]:
             b1 = min(n_users, b0 + bs)

@@ -1,0 +1,301 @@
+/* Exact top-k selection for ExactIndex, in C (loaded with ctypes by fmrec/index/_cbackend.py).
+ *
+ * Same contract as the numba kernels in _kernels.py (which remain the fallback when
+ * this library is not built): higher score first, equal scores by smaller catalogue
+ * position.  A candidate is one uint64 key: the float32 score mapped to an
+ * order-preserving uint32 in the high half, 0xFFFFFFFF - position in the low half.
+ *
+ * Each row keeps an unordered buffer of keys (capacity `cap` > k) and a threshold T,
+ * the score of the k-th best key once k are known (-FLT_MAX before): a score enters
+ * the buffer when it is >= T; a full buffer is cut back to its k best by a
+ * quickselect, which raises T.  A row's first block is selected by a sampled
+ * threshold (fast_start).  The scan compares 64 scores at a time into a bit mask
+ * (AVX-512 or AVX2 where the CPU has them, picked at run time) and visits only its
+ * set bits.  finish_select cuts each row to its k best, finish_sort orders them.
+ *
+ * No Python API is used: the functions are plain C, called through ctypes (which
+ * releases the GIL for the duration of a call).
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FMREC_X86 1
+#include <immintrin.h>
+#endif
+
+#define LOWEST_F32 (-3.4028235e38f)
+
+static inline uint64_t make_key(uint32_t bits, int64_t pos)
+{
+    uint64_t u = bits;
+    uint64_t m = u ^ (0x80000000ull | ((u >> 31) * 0x7FFFFFFFull));
+    return (m << 32) | (0xFFFFFFFFull - (uint64_t)pos);
+}
+
+static inline uint32_t key_bits(uint64_t key)
+{
+    uint64_t m = key >> 32;
+    if (m & 0x80000000ull)
+        return (uint32_t)(m & 0x7FFFFFFFull);
+    return (uint32_t)(m ^ 0xFFFFFFFFull);
+}
+
+static inline float key_score(uint64_t key)
+{
+    uint32_t b = key_bits(key);
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static inline int64_t key_pos(uint64_t key) { return (int64_t)(0xFFFFFFFFull - (key & 0xFFFFFFFFull)); }
+
+/* Reorder buf[0:n] so that buf[target] holds the value of rank `target` (0 = largest),
+ * larger values before it, smaller or equal after (quickselect, median-of-three pivots).
+ * Each pass is a branch-free three-way partition out of place into `tmp` (n slots):
+ * every value is stored at the next front slot and at the next back slot, and only the
+ * counter of its side advances, so no load waits on the previous store (an in-place
+ * branch-free Lomuto chains a load to every store: ~3x slower here); values equal to
+ * the pivot are counted, not kept, and refilled in the middle. */
+#define DEFINE_PARTITION(NAME, T)                                                   \
+    static void NAME(T *buf, int64_t n, int64_t target, T *tmp)                    \
+    {                                                                               \
+        int64_t lo = 0, hi = n; /* the answer lies in buf[lo:hi] */                 \
+        while (hi - lo > 1) {                                                       \
+            int64_t cnt = hi - lo;                                                  \
+            T *b = buf + lo;                                                        \
+            T x = b[0], y = b[cnt >> 1], z = b[cnt - 1];                            \
+            T pivot = (x > y) != (x > z) ? x : ((y > x) != (y > z) ? y : z);        \
+            int64_t nl = 0, nr = 0;                                                 \
+            for (int64_t t = 0; t < cnt; t++) {                                     \
+                T v = b[t];                                                         \
+                tmp[nl] = v;                                                        \
+                tmp[cnt - 1 - nr] = v;                                              \
+                nl += v > pivot;                                                    \
+                nr += v < pivot;                                                    \
+            }                                                                       \
+            int64_t ne = cnt - nl - nr;                                             \
+            memcpy(b, tmp, (size_t)nl * sizeof(T));                                 \
+            for (int64_t t = nl; t < nl + ne; t++)                                  \
+                b[t] = pivot;                                                       \
+            memcpy(b + nl + ne, tmp + nl + ne, (size_t)nr * sizeof(T));             \
+            int64_t tgt = target - lo;                                              \
+            if (tgt < nl)                                                           \
+                hi = lo + nl;                                                       \
+            else if (tgt < nl + ne)                                                 \
+                return;                                                             \
+            else                                                                    \
+                lo = lo + nl + ne;                                                  \
+        }                                                                           \
+    }
+
+DEFINE_PARTITION(partition_desc_f32, float)
+DEFINE_PARTITION(partition_desc_u64, uint64_t)
+
+/* ---- the selection body, once per instruction set ---------------------------------- */
+
+static inline uint64_t mask64_generic(const float *p, float T)
+{
+    uint64_t m = 0;
+    for (int i = 0; i < 64; i++)
+        m |= (uint64_t)(p[i] >= T) << i;
+    return m;
+}
+
+#define SFX(name) name##_generic
+#define MASK64 mask64_generic
+#include "_ctopk_impl.h"
+#undef SFX
+#undef MASK64
+
+#ifdef FMREC_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,bmi,bmi2,popcnt,lzcnt")
+static inline uint64_t mask64_avx2(const float *p, float T)
+{
+    __m256 t = _mm256_set1_ps(T);
+    uint64_t m = 0;
+    for (int i = 0; i < 8; i++) {
+        __m256 v = _mm256_loadu_ps(p + 8 * i);
+        m |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, t, _CMP_GE_OQ)) << (8 * i);
+    }
+    return m;
+}
+#define SFX(name) name##_avx2
+#define MASK64 mask64_avx2
+#include "_ctopk_impl.h"
+#undef SFX
+#undef MASK64
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,bmi,bmi2,popcnt,lzcnt")
+static inline uint64_t mask64_avx512(const float *p, float T)
+{
+    __m512 t = _mm512_set1_ps(T);
+    uint64_t m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p), t, _CMP_GE_OQ);
+    uint64_t m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 16), t, _CMP_GE_OQ);
+    uint64_t m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 32), t, _CMP_GE_OQ);
+    uint64_t m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(p + 48), t, _CMP_GE_OQ);
+    return m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+}
+#define SFX(name) name##_avx512
+#define MASK64 mask64_avx512
+#include "_ctopk_impl.h"
+#undef SFX
+#undef MASK64
+#pragma GCC pop_options
+#endif
+
+typedef void (*topk_block_fn)(float *, int64_t, int64_t, int64_t, int64_t, const int64_t *, const int64_t *,
+                              const int64_t *, int64_t *, int64_t, uint64_t *, int64_t, int64_t, int64_t *,
+                              float *, float *, uint64_t *, int64_t, uint64_t *);
+
+static topk_block_fn pick(int64_t isa)
+{
+#ifdef FMREC_X86
+    if (isa < 0) {
+        __builtin_cpu_init();
+        isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
+              : __builtin_cpu_supports("avx2")                                        ? 1
+                                                                                      : 0;
+    }
+    if (isa >= 2)
+        return topk_block_avx512;
+    if (isa == 1)
+        return topk_block_avx2;
+#else
+    (void)isa;
+#endif
+    return topk_block_generic;
+}
+
+/* Instruction set the kernels use: 2 = AVX-512, 1 = AVX2, 0 = portable C.  `want` < 0:
+ * the best this CPU has; otherwise at most `want` (tests run every level the CPU has). */
+static topk_block_fn chosen = 0;
+
+int64_t fmrec_select_isa(int64_t want)
+{
+    int64_t best = 0;
+#ifdef FMREC_X86
+    __builtin_cpu_init();
+    best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
+           : __builtin_cpu_supports("avx2")                                        ? 1
+                                                                                   : 0;
+#endif
+    int64_t isa = (want < 0 || want > best) ? best : want;
+    chosen = pick(isa);
+    return isa;
+}
+
+/* Merge S[0:n_rows, 0:n_cols] (row stride `ld` floats) into the rows' buffers.
+ * Column c is catalogue item perm[col_offset + c].  Row r's excluded items are
+ * ex_pos[ex_ptr[r]:ex_ptr[r+1]] in visiting order, sorted; ex_cur[r] walks them block
+ * by block (blocks come in increasing col_offset); they are set to -inf in S, and -inf
+ * never passes a threshold.  keys (n_rows x cap), fill (n_rows), thr (n_rows): each
+ * row's buffer, its length and its threshold (start: fill 0, thr -FLT_MAX).  sample:
+ * n_cols / 4 + 1 floats, cand: cand_len >= 4k keys, tmp: max(cap, cand_len, n_cols / 4 + 1) keys
+ * of scratch. */
+void fmrec_topk_block(float *S, int64_t ld, int64_t n_rows, int64_t n_cols, int64_t col_offset, const int64_t *perm,
+                      const int64_t *ex_ptr, const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys,
+                      int64_t cap, int64_t k, int64_t *fill, float *thr, float *sample, uint64_t *cand,
+                      int64_t cand_len, uint64_t *tmp)
+{
+    topk_block_fn f = chosen;
+    if (!f) {
+        fmrec_select_isa(-1);
+        f = chosen;
+    }
+    f(S, ld, n_rows, n_cols, col_offset, perm, ex_ptr, ex_pos, ex_cur, has_excl, keys, cap, k, fill, thr, sample, cand,
+      cand_len, tmp);
+}
+
+/* Start state of n rows: fill 0, threshold -FLT_MAX. */
+void fmrec_reset_rows(int64_t *fill, float *thr, int64_t n)
+{
+    for (int64_t r = 0; r < n; r++) {
+        fill[r] = 0;
+        thr[r] = LOWEST_F32;
+    }
+}
+
+static void sort_i64(int64_t *a, int64_t n)
+{
+    for (int64_t i = 1; i < n; i++) { /* insertion sort: exclusion rows are short */
+        int64_t v = a[i];
+        int64_t j = i - 1;
+        while (j >= 0 && a[j] > v) {
+            a[j + 1] = a[j];
+            j--;
+        }
+        a[j + 1] = v;
+    }
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Exclusions of users start..stop-1 (CSR indptr/indices over catalogue positions) as
+ * visiting-order positions inv[...], sorted per row: out_ptr (rows + 1), out_pos. */
+void fmrec_remap_exclusions(const int64_t *indptr, const int32_t *indices, const int64_t *inv, int64_t start,
+                            int64_t stop, int64_t *out_ptr, int64_t *out_pos)
+{
+    int64_t base = indptr[start];
+    out_ptr[0] = 0;
+    for (int64_t r = 0; r < stop - start; r++) {
+        int64_t a = indptr[start + r], b = indptr[start + r + 1];
+        out_ptr[r + 1] = b - base;
+        int64_t *o = out_pos + (a - base);
+        for (int64_t p = a; p < b; p++)
+            o[p - a] = inv[indices[p]];
+        if (b - a <= 64)
+            sort_i64(o, b - a);
+        else
+            qsort(o, (size_t)(b - a), sizeof(int64_t), cmp_i64);
+    }
+}
+
+/* Cut every row to its k best keys (unordered; tmp: cap keys of scratch) and pad rows shorter than k with key 0
+ * (below every real key); fill[r] becomes min(fill[r], k). */
+void fmrec_finish_select(uint64_t *keys, int64_t cap, int64_t k, int64_t *fill, int64_t n_rows, uint64_t *tmp)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        uint64_t *buf = keys + r * cap;
+        int64_t nf = fill[r];
+        if (nf > k) {
+            partition_desc_u64(buf, nf, k - 1, tmp);
+            nf = fill[r] = k;
+        }
+        for (int64_t t = nf; t < k; t++)
+            buf[t] = 0;
+    }
+}
+
+/* Rows whose first k keys are sorted ascending (numpy's sort) written best first:
+ * scores as float32 bits, catalogue positions; -inf / -1 past fill[r]. */
+void fmrec_finish_write(const uint64_t *keys, int64_t cap, int64_t k, const int64_t *fill, int64_t n_rows,
+                        uint32_t *out_bits, int64_t *out_i)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const uint64_t *buf = keys + r * cap;
+        int64_t nf = fill[r];
+        uint32_t *ob = out_bits + r * k;
+        int64_t *oi = out_i + r * k;
+        for (int64_t t = 0; t < nf; t++) {
+            uint64_t key = buf[k - 1 - t];
+            ob[t] = key_bits(key);
+            oi[t] = key_pos(key);
+        }
+        for (int64_t t = nf; t < k; t++) {
+            ob[t] = 0xFF800000u;
+            oi[t] = -1;
+        }
+    }
+}
