@@ -210,3 +210,19 @@ def test_a_forced_older_blas_kernel_on_an_avx512_cpu_is_pointed_out(tmp_path: Pa
     assert blas_kernel_hint(str(tmp_path / "missing")) is None
     hint = blas_kernel_hint(str(avx512))
     assert hint is not None and "OPENBLAS_CORETYPE=Haswell" in hint and "\n" not in hint
+
+
+def test_candidates_from_a_pattern_with_positions_outside_the_catalogue_are_refused() -> None:
+    """Untrained items are found by scattering the pattern's positions; a hand-made CSR with
+    a negative or too large position must not wrap around silently."""
+    from fmrec.errors import ConfigError
+
+    vs = vector_set(n_users=4, n_items=10)
+    for bad in (-1, 10):
+        seen = sp.csr_matrix((np.ones(2, np.float32), np.array([0, bad]), np.array([0, 1, 2, 2, 2])),
+                             shape=(4, 10))
+        with pytest.raises(ConfigError, match="outside 0..9"):
+            list(recommend_all(vs, 3, seen=seen, exclude_seen=False))
+    ok = sp.csr_matrix((np.ones(2, np.float32), np.array([0, 9]), np.array([0, 1, 2, 2, 2])), shape=(4, 10))
+    got = TopK.concat(list(recommend_all(vs, 3, seen=ok, exclude_seen=False)))
+    assert set(np.unique(got.item_ids[got.item_ids >= 0]).tolist()) <= {vs.item_ids[0], vs.item_ids[9]}

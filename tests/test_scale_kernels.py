@@ -39,6 +39,23 @@ def test_c_kernels_are_built_in_ci() -> None:
         pytest.skip("the C kernels were not built here (no C compiler at install time); the numba kernels ran")
     assert C.available(), "pip install did not build fmrec.index._ctopk"
     assert C.resolve("auto") == "c"
+    from fmrec._threads import cpu_has_avx512
+
+    if cpu_has_avx512():
+        assert C.fused_available(), "an AVX-512 CPU must run the fused kernels"
+
+
+# ExactIndex settings: numba kernels, C selection after BLAS GEMM blocks, fused C GEMM + selection
+INDEX_KINDS = {"numba": {"kernels": "numba"}}
+if C.available():
+    INDEX_KINDS["c-blas"] = {"kernels": "c", "fused": False}
+    if C.fused_available():
+        INDEX_KINDS["c-fused"] = {"kernels": "c", "fused": True}
+
+
+@pytest.fixture(params=sorted(INDEX_KINDS))
+def index_kind(request: pytest.FixtureRequest) -> dict:
+    return INDEX_KINDS[request.param]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -202,7 +219,7 @@ def test_excluded_and_negative_infinite_scores_never_enter(backend: str) -> None
 
 @pytest.mark.parametrize("blocks", [(None, None), (256, 1024), (512, 512), (37, 450)])
 def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int | None, int | None],
-                                                              backend: str) -> None:
+                                                              index_kind: dict) -> None:
     """FM-like vectors (popularity bias, so later blocks are mostly rejected) with ties and
     exclusions; every block layout gives the lexsort answer on the index's own scores."""
     rng = np.random.default_rng(11)
@@ -214,8 +231,7 @@ def test_exact_index_default_and_custom_blocks_match_reference(blocks: tuple[int
     banned = rng.random((n_users, n_items)) < 0.01
     excl = sp.csr_matrix(banned.astype(np.float32))
     bu, bi = blocks
-    kernels = "numba" if backend == "numba" else "c"
-    ids, scores = ExactIndex(block_users=bu, block_items=bi, kernels=kernels).build(V).search(U, 100, excl)
+    ids, scores = ExactIndex(block_users=bu, block_items=bi, **index_kind).build(V).search(U, 100, excl)
     ref_ids, ref_scores = reference(U @ V.T, 100, banned)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(scores, ref_scores)
@@ -264,7 +280,8 @@ def test_rising_scores_refill_the_buffer_and_infinities(k: int, backend: str) ->
 
 @pytest.mark.parametrize("seed", range(4))
 def test_c_and_numba_exact_index_agree_bit_for_bit(seed: int) -> None:
-    """Both kernel sets on the same index, threads and batches: the same ids and score bits."""
+    """Both selection kernel sets after the same BLAS GEMM blocks, threads and batches: the same
+    ids and score bits (the fused kernels compute their own scores: see the integer-vector test)."""
     if not C.available():
         pytest.skip("the C kernels were not built here; test_c_kernels_are_built_in_ci covers CI")
     rng = np.random.default_rng(seed)
@@ -274,7 +291,7 @@ def test_c_and_numba_exact_index_agree_bit_for_bit(seed: int) -> None:
     excl = sp.random(n, m, density=0.05, format="csr", random_state=seed) if seed % 2 else None
     k = int(rng.integers(1, 300))
     for threads in (1, 2):
-        a = ExactIndex(kernels="c", n_threads=threads).build(V)
+        a = ExactIndex(kernels="c", fused=False, n_threads=threads).build(V)
         b = ExactIndex(kernels="numba", n_threads=threads).build(V)
         ra = list(a.search_batches(U, k, excl, batch_size=700))
         rb = list(b.search_batches(U, k, excl, batch_size=700))
@@ -296,3 +313,63 @@ def test_kernels_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FMREC_KERNELS", "cuda")
     with pytest.raises(ConfigError, match="kernels must be"):
         C.resolve(None)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_index_kind_matches_lexsort_on_integer_vectors(seed: int, index_kind: dict) -> None:
+    """Integer-valued vectors (every GEMM exact in float32, so the reference scores are the
+    index's scores): catalogues that are not multiples of a 32-item panel or of a 12-user
+    tile, smaller than one panel, one first block only, or many L2 chunks; ties everywhere;
+    exclusions; k above the catalogue; 1 and 2 threads; small batches."""
+    rng = np.random.default_rng(100 + seed)
+    n_users = int(rng.choice([1, 11, 12, 13, 250, 700]))
+    n_items = int(rng.choice([1, 31, 32, 33, 1000, 1057, 4200, 9000]))
+    d = int(rng.choice([1, 3, 16, 65]))
+    k = int(rng.choice([1, 5, 100, 257]))
+    U = rng.integers(-3, 4, size=(n_users, d)).astype(np.float32)
+    V = rng.integers(-3, 4, size=(n_items, d)).astype(np.float32)
+    banned = rng.random((n_users, n_items)) < (0.2 if seed % 2 else 0.0)
+    excl = sp.csr_matrix(banned.astype(np.float32)) if banned.any() else None
+    ref_ids, ref_scores = reference(U @ V.T, k, banned)
+    for threads in (1, 2):
+        idx = ExactIndex(n_threads=threads, **index_kind).build(V)
+        parts = list(idx.search_batches(U, k, excl, batch_size=int(rng.choice([1, 37, 8192]))))
+        ids = np.concatenate([p[1] for p in parts])
+        scores = np.concatenate([p[2] for p in parts])
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_array_equal(scores, ref_scores)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_index_kind_is_tie_aware_exact_on_float_vectors(seed: int, index_kind: dict) -> None:
+    """Random float vectors against brute force (tie-aware: scores may differ from numpy's
+    GEMM in the last bit), with exclusions."""
+    from reference import assert_topk_equivalent
+
+    rng = np.random.default_rng(7 + seed)
+    n_users, n_items, d, k = 130, 3000 + 17 * seed, 24, 50
+    U = rng.normal(size=(n_users, d)).astype(np.float32)
+    V = rng.normal(size=(n_items, d)).astype(np.float32)
+    banned = rng.random((n_users, n_items)) < 0.05
+    ids, scores = ExactIndex(**index_kind).build(V).search(U, k, sp.csr_matrix(banned.astype(np.float32)))
+    full = (U.astype(np.float64) @ V.T.astype(np.float64))
+    for r in range(n_users):
+        assert_topk_equivalent(ids[r], scores[r].astype(np.float64), full[r], k, set(np.flatnonzero(banned[r]).tolist()),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_fused_slices_on_block_boundaries_are_bit_identical_to_the_whole() -> None:
+    """What fmrec.distributed relies on: a slice of users starting on a block boundary,
+    searched with the whole set's item order, gives the same lists and score bits."""
+    if "c-fused" not in INDEX_KINDS:
+        pytest.skip("the fused kernels need the C library and an AVX-512 CPU")
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(1300, 33)).astype(np.float32)
+    V = rng.normal(size=(2500, 33)).astype(np.float32)
+    order = U.mean(axis=0, dtype=np.float64)
+    whole = ExactIndex(fused=True, kernels="c", order_by=order).build(V)
+    ids, scores = whole.search(U, 40)
+    bu = whole.user_block(40)
+    part_ids, part_scores = ExactIndex(fused=True, kernels="c", order_by=order).build(V).search(U[bu:], 40)
+    np.testing.assert_array_equal(part_ids, ids[bu:])
+    np.testing.assert_array_equal(part_scores.view(np.uint32), scores[bu:].view(np.uint32))

@@ -230,7 +230,7 @@ def _run_dask(args: argparse.Namespace) -> int:
 def _index_from_args(args: argparse.Namespace) -> object:
     """The index the options ask for (checked before any data is read)."""
     from fmrec.errors import ConfigError
-    from fmrec.index import FaissIndex, make_index
+    from fmrec.index import make_index
 
     if args.target_recall is not None and not 0 < args.target_recall <= 1:
         raise ConfigError(f"--target-recall must be in (0, 1], got {args.target_recall}")
@@ -247,6 +247,8 @@ def _index_from_args(args: argparse.Namespace) -> object:
     if args.k_factor is not None and args.k_factor < 1:
         raise ConfigError(f"--k-factor must be >= 1, got {args.k_factor}")
     if args.load_index:
+        from fmrec.index import FaissIndex
+
         return FaissIndex.load(args.load_index, nprobe=args.nprobe, ef_search=args.ef_search,
                                n_threads=args.threads, k_factor=args.k_factor, max_exclusions=args.max_exclusions)
     faiss_opts = {"nprobe": args.nprobe, "ef_search": args.ef_search, "k_factor": args.k_factor}

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmrec.index.exact import ExactIndex
-from fmrec.index.faiss_index import FaissIndex, TuneResult, check_spec
+
+if TYPE_CHECKING:
+    from fmrec.index.faiss_index import FaissIndex, TuneResult, check_spec
+
+_LAZY = {"FaissIndex", "TuneResult", "check_spec"}  # faiss_index.py loads on first use (12 ms of start-up)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from fmrec.index import faiss_index
+
+        return getattr(faiss_index, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 INDEX_KINDS = ("exact", "flat", "<faiss factory string>")
 
@@ -29,14 +41,18 @@ def make_index(spec: Any, *, n_threads: int | None = None, **options: Any) -> An
     unknown = set(opts) - set(_FAISS_OPTIONS)
     if unknown:
         raise ConfigError(f"unknown index option(s) {sorted(unknown)}")
-    if isinstance(spec, (ExactIndex, FaissIndex)):
+    if isinstance(spec, ExactIndex):
+        return spec
+    if isinstance(spec, str) and spec.strip().lower() == "exact":
+        bad = set(opts) - {"batch_size"}
+        if bad:
+            raise ConfigError(f"{', '.join(sorted(bad))} apply to faiss indexes, not to the exact index")
+        return ExactIndex(n_threads=n_threads)
+    from fmrec.index.faiss_index import FaissIndex, check_spec
+
+    if isinstance(spec, FaissIndex):
         return spec
     if isinstance(spec, str):
-        if spec.strip().lower() == "exact":
-            bad = set(opts) - {"batch_size"}
-            if bad:
-                raise ConfigError(f"{', '.join(sorted(bad))} apply to faiss indexes, not to the exact index")
-            return ExactIndex(n_threads=n_threads)
         if spec.strip().lower() == "flat":
             return FaissIndex("Flat", n_threads=n_threads, **opts)
         return FaissIndex(check_spec(spec), n_threads=n_threads, **opts)

@@ -80,6 +80,15 @@ def _load() -> Any:
                 lib.fmrec_finish_write.restype = None
                 lib.fmrec_select_isa.argtypes = [_I]
                 lib.fmrec_select_isa.restype = _I
+                lib.fmrec_pack_panels.argtypes = [_P, _I, _I, _P]
+                lib.fmrec_pack_panels.restype = None
+                lib.fmrec_fused_scores.argtypes = [_P, _I, _I, _P, _I, _P, _I]
+                lib.fmrec_fused_scores.restype = None
+                lib.fmrec_fused_select.argtypes = [_P, _I, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _P, _I, _I, _P,
+                                                   _P, _P, _I]
+                lib.fmrec_fused_select.restype = None
+                lib.fmrec_fused_available.argtypes = []
+                lib.fmrec_fused_available.restype = _I
             _LIB = lib
             _LOADED = True
         return _LIB
@@ -105,6 +114,35 @@ def resolve(kernels: str | None) -> str:
         raise ConfigError("the C selection kernels are not built (pip install needs a C compiler); "
                           "use kernels='numba'")
     return "numba"
+
+
+def fused_available() -> bool:
+    """True when the fused GEMM + selection kernels can run here (library built, CPU with AVX-512 and FMA)."""
+    lib = _load()
+    return lib is not None and bool(lib.fmrec_fused_available())
+
+
+def resolve_fused(fused: bool | None) -> bool:
+    """Whether a C-kernel search uses the fused GEMM (None: where available; the
+    environment's ``FMREC_FUSED=0`` turns it off)."""
+    if fused is None:
+        if os.environ.get("FMREC_FUSED", "").strip().lower() in ("0", "no", "false", "off"):
+            return False
+        return fused_available()
+    if fused and not fused_available():
+        raise ConfigError("the fused GEMM kernels need the C library and a CPU with AVX-512 and FMA")
+    return bool(fused)
+
+
+PANEL = 32  # items per packed panel of the fused kernels
+
+
+def pack_panels(items: np.ndarray) -> np.ndarray:
+    """Items (n, K) float32 C-contiguous in the fused kernels' panel layout (zero-padded to 32)."""
+    n, K = items.shape
+    out = np.empty(max(1, -(-n // PANEL)) * K * PANEL, dtype=np.float32)
+    _load().fmrec_pack_panels(_ptr(items), n, K, _ptr(out))
+    return out
 
 
 def set_isa(want: int) -> int:
@@ -155,6 +193,18 @@ class Rows:
         self.lib.fmrec_finish_select(self.p_keys, self.cap, k, self.p_fill, rows, self.p_tmp)
         self.keys[:rows, :k].sort(axis=1)
         self.lib.fmrec_finish_write(self.p_keys, self.cap, k, self.p_fill, rows, _ptr(out_bits), _ptr(out_i))
+
+    def fused_first(self, p_users: int, rows: int, dims: int, p_panels: int, n_panels: int) -> None:
+        """Scores of ``rows`` users against the first ``n_panels`` panels into ``S`` (fused kernels)."""
+        self.lib.fmrec_fused_scores(p_users, rows, dims, p_panels, n_panels, self.p_S, self.ld)
+
+    def fused_rest(self, p_users: int, rows: int, dims: int, p_panels: int, n_panels: int, col_offset: int,
+                   n_cols: int, p_perm: int, ex: tuple[int, int, int, int], chunk: int) -> None:
+        """The rest of the catalogue (panels from ``p_panels``, visiting-order columns from
+        ``col_offset``) merged into the rows' buffers without storing scores."""
+        self.lib.fmrec_fused_select(p_users, rows, dims, p_panels, n_panels, col_offset, n_cols, p_perm, ex[0], ex[1],
+                                    ex[2], ex[3], self.p_keys, self.cap, self.k, self.p_fill, self.p_thr, self.p_tmp,
+                                    chunk)
 
     def remap(self, indptr: np.ndarray, indices: np.ndarray, inv: np.ndarray, start: int, stop: int,
               out_ptr: np.ndarray, out_pos: np.ndarray) -> None:

@@ -151,6 +151,207 @@ static inline uint64_t mask64_avx512(const float *p, float T)
 #pragma GCC pop_options
 #endif
 
+/* ---- fused GEMM + selection (AVX-512) -----------------------------------------------
+ *
+ * After a user's first block (scores stored, selected by topk_block), the rest of the
+ * catalogue needs no stored scores: a register-tiled GEMM computes 12 users x 32 items
+ * at a time (24 zmm accumulators, one FMA chain per score over k = 0..K-1 in order) and
+ * compares each user's 32 scores with that user's threshold while they are still in
+ * registers; only passing scores leave them.  This removes the score block's write,
+ * its zeroing by BLAS and its re-read by the scan (memory traffic: 8 GB at 100k users
+ * x 20k items).  Items are packed once per search into panels of 32 (panel p holds
+ * items 32p..32p+31 as K rows of 32 floats, zero-padded).  Each score is the same
+ * sequential fused multiply-add chain wherever the user and item sit, so results do
+ * not depend on blocks or partitions. */
+
+void fmrec_pack_panels(const float *V, int64_t n, int64_t K, float *out)
+{
+    int64_t np = (n + 31) / 32;
+    for (int64_t p = 0; p < np; p++) {
+        float *o = out + p * K * 32;
+        for (int64_t j = 0; j < 32; j++) {
+            int64_t i = p * 32 + j;
+            const float *v = V + i * K;
+            if (i < n)
+                for (int64_t k = 0; k < K; k++)
+                    o[k * 32 + j] = v[k];
+            else
+                for (int64_t k = 0; k < K; k++)
+                    o[k * 32 + j] = 0.0f;
+        }
+    }
+}
+
+#ifdef FMREC_X86
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
+
+#define FMREC_TILE_DECL                                                                               \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, \
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00,      \
+           c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+
+#define FMREC_ROW(R, C0, C1)                  \
+    x = _mm512_set1_ps(a[R][k]);              \
+    C0 = _mm512_fmadd_ps(x, b0, C0);          \
+    C1 = _mm512_fmadd_ps(x, b1, C1);
+
+#define FMREC_TILE_LOOP                                                                                     \
+    for (int64_t k = 0; k < K; k++) {                                                                      \
+        __m512 b0 = _mm512_loadu_ps(b + k * 32), b1 = _mm512_loadu_ps(b + k * 32 + 16);                    \
+        __m512 x;                                                                                           \
+        FMREC_ROW(0, c00, c01) FMREC_ROW(1, c10, c11) FMREC_ROW(2, c20, c21) FMREC_ROW(3, c30, c31)          \
+        FMREC_ROW(4, c40, c41) FMREC_ROW(5, c50, c51) FMREC_ROW(6, c60, c61) FMREC_ROW(7, c70, c71)          \
+        FMREC_ROW(8, c80, c81) FMREC_ROW(9, c90, c91) FMREC_ROW(10, ca0, ca1) FMREC_ROW(11, cb0, cb1)        \
+    }
+
+#define FMREC_EACH_ROW(M)                                                                                   \
+    M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)               \
+    M(6, c60, c61) M(7, c70, c71) M(8, c80, c81) M(9, c90, c91) M(10, ca0, ca1) M(11, cb0, cb1)
+
+/* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
+void fmrec_fused_scores(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
+                        int64_t ld)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 12) {
+        const float *a[12];
+        for (int r = 0; r < 12; r++)
+            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
+        for (int64_t p = 0; p < n_panels; p++) {
+            const float *b = P + p * K * 32;
+            FMREC_TILE_DECL
+            FMREC_TILE_LOOP
+            float *s = S + i0 * ld + p * 32;
+#define FMREC_STORE(R, C0, C1)                         \
+    if (i0 + R < rows) {                               \
+        _mm512_storeu_ps(s + R * ld, C0);              \
+        _mm512_storeu_ps(s + R * ld + 16, C1);         \
+    }
+            FMREC_EACH_ROW(FMREC_STORE)
+#undef FMREC_STORE
+        }
+    }
+}
+
+typedef struct {
+    const int64_t *perm, *ex_ptr, *ex_pos;
+    int64_t *ex_cur, *fill;
+    int64_t has_excl, cap, k;
+    uint64_t *keys, *tmp;
+    float *thr;
+} fused_ctx;
+
+/* Row i's passing scores `sc` (bit b of m: column col0 + b passed the threshold when
+ * the mask was taken) into its buffer: excluded columns skipped, keys appended, a full
+ * buffer cut back to its k best (raising the threshold). */
+static void take_row(const fused_ctx *c, int64_t i, const float *sc, uint32_t m, int64_t col0)
+{
+    uint64_t *buf = c->keys + i * c->cap;
+    int64_t nf = c->fill[i];
+    float T = c->thr[i];
+    int64_t p = 0, pend = 0;
+    if (c->has_excl) {
+        p = c->ex_cur[i];
+        pend = c->ex_ptr[i + 1];
+    }
+    while (m) {
+        int b = __builtin_ctz(m);
+        m &= m - 1;
+        float s = sc[b];
+        if (!(s >= T))
+            continue;
+        int64_t col = col0 + b;
+        if (c->has_excl) {
+            while (p < pend && c->ex_pos[p] < col)
+                p++;
+            if (p < pend && c->ex_pos[p] == col)
+                continue;
+        }
+        uint32_t bits;
+        memcpy(&bits, &s, sizeof bits);
+        buf[nf++] = make_key(bits, c->perm[col]);
+        if (nf == c->cap) {
+            partition_desc_u64(buf, nf, c->k - 1, c->tmp);
+            nf = c->k;
+            T = key_score(buf[c->k - 1]);
+        }
+    }
+    c->fill[i] = nf;
+    c->thr[i] = T;
+    if (c->has_excl)
+        c->ex_cur[i] = p;
+}
+
+/* The rest of the catalogue for rows 0..rows-1 (users U, K dims): panels P[0:n_panels]
+ * hold visiting-order columns col_offset.., n_cols of them in all (the last panel may
+ * be partial).  Each row's buffer/fill/threshold continue from its first block;
+ * exclusions as in fmrec_topk_block (ex_cur from where the first block left it).
+ * chunk: panels per L2-resident chunk (every row tile sweeps a chunk, then the next). */
+void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                        int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
+                        const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
+                        int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
+{
+    fused_ctx c = {perm, ex_ptr, ex_pos, ex_cur, fill, has_excl, cap, k, keys, tmp, thr};
+    float sc[32] __attribute__((aligned(64)));
+    if (chunk < 1)
+        chunk = 1;
+    for (int64_t pc = 0; pc < n_panels; pc += chunk) {
+        int64_t pe = pc + chunk < n_panels ? pc + chunk : n_panels;
+        for (int64_t i0 = 0; i0 < rows; i0 += 12) {
+            const float *a[12];
+            for (int r = 0; r < 12; r++)
+                a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
+            int64_t nr = rows - i0 < 12 ? rows - i0 : 12;
+            for (int64_t p = pc; p < pe; p++) {
+                const float *b = P + p * K * 32;
+                FMREC_TILE_DECL
+                FMREC_TILE_LOOP
+                int64_t col0 = col_offset + p * 32;
+                int64_t left = n_cols - p * 32;
+                uint32_t valid = left >= 32 ? 0xFFFFFFFFu : ((1u << left) - 1u);
+#define FMREC_PICK(R, C0, C1)                                                                    \
+    if (R < nr) {                                                                                \
+        __m512 t = _mm512_set1_ps(thr[i0 + R]);                                                  \
+        uint32_t m = ((uint32_t)_mm512_cmp_ps_mask(C0, t, _CMP_GE_OQ) |                          \
+                      ((uint32_t)_mm512_cmp_ps_mask(C1, t, _CMP_GE_OQ) << 16)) & valid;          \
+        if (m) {                                                                                 \
+            _mm512_store_ps(sc, C0);                                                             \
+            _mm512_store_ps(sc + 16, C1);                                                        \
+            take_row(&c, i0 + R, sc, m, col0);                                                   \
+        }                                                                                        \
+    }
+                FMREC_EACH_ROW(FMREC_PICK)
+#undef FMREC_PICK
+            }
+        }
+    }
+}
+#pragma GCC pop_options
+
+int64_t fmrec_fused_available(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+#else
+void fmrec_fused_scores(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
+                        int64_t ld)
+{
+    (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)S, (void)ld;
+}
+void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                        int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
+                        const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
+                        int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
+{
+    (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)col_offset, (void)n_cols, (void)perm;
+    (void)ex_ptr, (void)ex_pos, (void)ex_cur, (void)has_excl, (void)keys, (void)cap, (void)k, (void)fill;
+    (void)thr, (void)tmp, (void)chunk;
+}
+int64_t fmrec_fused_available(void) { return 0; }
+#endif
+
 typedef void (*topk_block_fn)(float *, int64_t, int64_t, int64_t, int64_t, const int64_t *, const int64_t *,
                               const int64_t *, int64_t *, int64_t, uint64_t *, int64_t, int64_t, int64_t *,
                               float *, float *, uint64_t *, int64_t, uint64_t *);

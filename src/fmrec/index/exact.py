@@ -124,6 +124,13 @@ class ExactIndex:
     buffers and two output batches whatever the number of users; while the
     caller consumes one batch the workers compute the next.
 
+    ``kernels``: ``"auto"`` (the C kernels of ``_ctopk.c`` when built, else numba),
+    ``"c"`` or ``"numba"``.  ``fused``: with the C kernels on a CPU with AVX-512 and
+    FMA (``None`` = there, the default), the GEMM itself runs in C, fused with the
+    selection: after a user's first 1,024 items, scores are compared with the
+    user's threshold in registers and never stored (same lists; see
+    ``docs/architecture.md``).  ``fused=False`` keeps BLAS GEMM blocks.
+
     Ties are broken by smaller item position, so results are deterministic and
     independent of the thread count.  Scores are float32 BLAS dot products; on
     some CPUs (OpenBLAS's AMD Zen kernels) their last bit depends on where a
@@ -138,9 +145,11 @@ class ExactIndex:
 
     def __init__(self, block_users: int | None = None, block_items: int | None = None,
                  max_block_bytes: int | None = None, n_threads: int | None = None,
-                 reorder: bool = True, order_by: np.ndarray | None = None, kernels: str = "auto") -> None:
+                 reorder: bool = True, order_by: np.ndarray | None = None, kernels: str = "auto",
+                 fused: bool | None = None) -> None:
         self.block_users = block_users
         self.kernels = kernels
+        self.fused = fused
         self.order_by = None if order_by is None else np.asarray(order_by, dtype=np.float64).ravel()
         self.block_items = block_items
         self.max_block_bytes = max_block_bytes
@@ -225,7 +234,7 @@ class ExactIndex:
         the current one (writing it to a sink, say).
         """
         from fmrec._threads import blas_limit, resolve_threads
-        from fmrec.index._cbackend import resolve
+        from fmrec.index._cbackend import resolve, resolve_fused
 
         if self.items_ is None:
             raise ConfigError("index is empty: call build(item_vectors) first")
@@ -242,13 +251,49 @@ class ExactIndex:
         bs = -(-bs // bu) * bu  # batches start on block boundaries (see the class docstring)
         n_items = self.n_items
         items, perm, inv = self._order(U)
-        # each item block transposed into its own C-contiguous (dims x block) array: OpenBLAS packs
-        # it 7-10% faster than a transposed view (measured, 65 dims, 256 x 1024 blocks)
-        items_t = [np.ascontiguousarray(items[j0:min(n_items, j0 + bi)].T) for j0 in range(0, n_items, bi)]
         n_threads = max(1, min(resolve_threads(self.n_threads), -(-n_users // bu) if n_users else 1))
         scratch_cols = max(1, min(bi, n_items))
 
-        if resolve(self.kernels) == "c":
+        backend = resolve(self.kernels)
+        fused = backend == "c" and resolve_fused(self.fused) and n_items > 0 and n_users > 0
+        if fused:
+            # fused GEMM + selection (see _ctopk.c): the first panels' scores are stored and
+            # selected as a first block; the rest never leave the registers unless they pass
+            from fmrec.index import _cbackend as C
+
+            dims = U.shape[1]
+            panels = C.pack_panels(items)
+            n_panels = -(-n_items // C.PANEL)
+            first = max(1, min(n_panels, scratch_cols // C.PANEL))
+            first_cols = min(n_items, first * C.PANEL)
+            chunk = max(1, (256 << 10) // (dims * C.PANEL * 4))  # ~256 KiB of panels per sweep: L2-resident
+            p_perm, p_panels, p_users = int(perm.ctypes.data), int(panels.ctypes.data), int(U.ctypes.data)
+            p_rest = p_panels + first * dims * C.PANEL * 4
+
+            def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
+                _ = panels  # kept alive by the closure while workers run
+                st = _cscratch(bu, first * C.PANEL, k)
+                rows = e - s
+                st.start(rows)
+                ex: tuple[int, int, int, int] = (0, 0, 0, 0)
+                if indptr.size:
+                    ex_ptr = np.empty(rows + 1, dtype=np.int64)
+                    ex_pos = np.empty(max(1, int(indptr[e] - indptr[s])), dtype=np.int64)
+                    st.remap(indptr, indices, inv, s, e, ex_ptr, ex_pos)
+                    ex_cur = ex_ptr[:-1].copy()
+                    ex = (int(ex_ptr.ctypes.data), int(ex_pos.ctypes.data), int(ex_cur.ctypes.data), 1)
+                pu = p_users + s * dims * 4
+                st.fused_first(pu, rows, dims, p_panels, first)
+                st.block(rows, first_cols, 0, p_perm, ex)
+                if n_panels > first:
+                    st.fused_rest(pu, rows, dims, p_rest, n_panels - first, first * C.PANEL,
+                                  n_items - first * C.PANEL, p_perm, ex, chunk)
+                st.finish(rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
+        else:
+            # each item block transposed into its own C-contiguous (dims x block) array: OpenBLAS packs
+            # it 7-10% faster than a transposed view (measured, 65 dims, 256 x 1024 blocks)
+            items_t = [np.ascontiguousarray(items[j0:min(n_items, j0 + bi)].T) for j0 in range(0, n_items, bi)]
+        if backend == "c" and not fused:
             p_perm = int(perm.ctypes.data)
 
             def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
@@ -269,7 +314,7 @@ class ExactIndex:
                     np.matmul(Ub, items_t[t], out=S[:rows, :cols])
                     st.block(rows, cols, j0, p_perm, ex)
                 st.finish(rows, out_s[s - b0:e - b0].view(np.uint32), out_i[s - b0:e - b0])
-        else:
+        elif backend == "numba":
             from fmrec.index import _kernels as K
 
             def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:

@@ -23,6 +23,8 @@ target without its password.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from fmrec.store._base import Sink, new_run_id, validate_identifier, validate_run_id
 from fmrec.store._dispatch import (
     accepted_targets,
@@ -33,10 +35,33 @@ from fmrec.store._dispatch import (
     register_suffix,
     rollback_run,
 )
-from fmrec.store.jsonl import JSONL_FORMATS, JsonlSink, read_jsonl
-from fmrec.store.parquet import ParquetSink, read_parquet_topk
-from fmrec.store.postgres import PostgresSink, list_postgres_runs, read_postgres_topk, rollback_postgres
-from fmrec.store.sqlite import RunInfo, SqliteSink, list_runs, read_sqlite_topk, rollback_sqlite, sqlite_path
+
+if TYPE_CHECKING:
+    from fmrec.store.jsonl import JSONL_FORMATS, JsonlSink, read_jsonl
+    from fmrec.store.parquet import ParquetSink, read_parquet_topk
+    from fmrec.store.postgres import PostgresSink, list_postgres_runs, read_postgres_topk, rollback_postgres
+    from fmrec.store.sqlite import RunInfo, SqliteSink, list_runs, read_sqlite_topk, rollback_sqlite, sqlite_path
+
+# backends load on first use (open_sink imports only the one a target needs): the
+# SQLite and PostgreSQL modules cost ~20 ms of a command's start-up
+_LAZY = {
+    "fmrec.store.jsonl": ("JSONL_FORMATS", "JsonlSink", "read_jsonl"),
+    "fmrec.store.parquet": ("ParquetSink", "read_parquet_topk"),
+    "fmrec.store.postgres": ("PostgresSink", "list_postgres_runs", "read_postgres_topk", "rollback_postgres"),
+    "fmrec.store.sqlite": ("RunInfo", "SqliteSink", "list_runs", "read_sqlite_topk", "rollback_sqlite",
+                           "sqlite_path"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Sink",
