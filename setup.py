@@ -14,6 +14,7 @@ setup(
             sources=["src/fmrec/index/_ctopk.c"],
             depends=["src/fmrec/index/_ctopk_impl.h"],
             extra_compile_args=["-O3", "-std=c99"],
+            libraries=["m"],
             optional=True,
         )
     ]

@@ -89,6 +89,9 @@ def _load() -> Any:
                 lib.fmrec_fused_select.restype = None
                 lib.fmrec_fused_available.argtypes = []
                 lib.fmrec_fused_available.restype = _I
+                lib.fmrec_ivf_scan.argtypes = [_P, _I, _I, _I, _P, _I, _P, _P, _P, _P, _P, _I, _P, _P, _I, _I, _P, _P,
+                                               _I]
+                lib.fmrec_ivf_scan.restype = None
             _LIB = lib
             _LOADED = True
         return _LIB
@@ -145,12 +148,16 @@ def pack_panels(items: np.ndarray) -> np.ndarray:
     return out
 
 
+_ISA_LIMIT = [-1]  # set_isa's limit, for the kernels that take the level per call (ivf_scan)
+
+
 def set_isa(want: int) -> int:
     """Use at most this instruction set (2 AVX-512, 1 AVX2, 0 portable C; -1 the best the CPU
     has) for every later call; returns the level chosen.  Process-wide (tests and benchmarks)."""
     lib = _load()
     if lib is None:
         raise ConfigError("the C selection kernels are not built")
+    _ISA_LIMIT[0] = int(want)
     return int(lib.fmrec_select_isa(int(want)))
 
 
@@ -210,3 +217,55 @@ class Rows:
               out_ptr: np.ndarray, out_pos: np.ndarray) -> None:
         self.lib.fmrec_remap_exclusions(_ptr(indptr), _ptr(indices), _ptr(inv), start, stop, _ptr(out_ptr),
                                         _ptr(out_pos))
+
+
+class IvfLists:
+    """An IVF index's inverted lists for :func:`ivf_search`: each list's items (original
+    vectors, catalogue positions) packed as whole panels of 32 (positions -1 pad)."""
+
+    def __init__(self, items: np.ndarray, lists: list[np.ndarray]) -> None:
+        dims = items.shape[1]
+        n_panels = np.array([-(-len(ids) // PANEL) for ids in lists], dtype=np.int64)
+        self.list_ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(n_panels, out=self.list_ptr[1:])
+        total = int(self.list_ptr[-1])
+        self.panel_ids = np.full((max(total, 1), PANEL), -1, dtype=np.int64)
+        self.panels = np.zeros(max(total, 1) * dims * PANEL, dtype=np.float32)
+        self.dims = dims
+        self.n_items = items.shape[0]
+        lib = _load()
+        for l, ids in enumerate(lists):
+            if not len(ids):
+                continue
+            p0 = int(self.list_ptr[l])
+            self.panel_ids.reshape(-1)[p0 * PANEL:p0 * PANEL + len(ids)] = ids
+            vecs = np.ascontiguousarray(items[ids], dtype=np.float32)
+            lib.fmrec_pack_panels(_ptr(vecs), len(ids), dims, _ptr(self.panels) + p0 * dims * PANEL * 4)
+
+
+def ivf_scan(lists: IvfLists, U: np.ndarray, probes: np.ndarray, k: int, r0: int, r1: int,
+             ex: tuple[np.ndarray, np.ndarray, int] | None, out_bits: np.ndarray, out_i: np.ndarray) -> None:
+    """Rows ``r0..r1-1`` of a batch: every item of each user's probed lists (``probes`` (rows,
+    nprobe) list ids, -1 none) scored exactly, exclusions (``ex`` = CSR indptr, indices and
+    the batch's first row in them) skipped, the k best written best first into ``out_bits``
+    (uint32 view of float32 scores) / ``out_i`` rows ``r0..r1-1``, padded with -inf / -1."""
+    lib = _load()
+    rows = r1 - r0
+    cap = 2 * k + 16
+    keys = np.empty((max(rows, 1), cap), dtype=np.uint64)
+    fill = np.empty(max(rows, 1), dtype=np.int64)
+    tmp = np.empty(cap, dtype=np.uint64)
+    banned = np.zeros(lists.n_items, dtype=np.uint8)
+    if ex is not None:
+        indptr, indices, first = ex
+        p_ptr, p_idx, has = _ptr(indptr) + 8 * first, _ptr(indices), 1
+    else:
+        p_ptr = p_idx = has = 0
+    isa = 2 if _ISA_LIMIT[0] < 0 or _ISA_LIMIT[0] >= 2 else 0
+    lib.fmrec_ivf_scan(_ptr(U), r0, r1, lists.dims, _ptr(probes), probes.shape[1], _ptr(lists.list_ptr),
+                       _ptr(lists.panels), _ptr(lists.panel_ids), p_ptr, p_idx, has, _ptr(banned), _ptr(keys), cap,
+                       k, _ptr(fill), _ptr(tmp), isa)
+    lib.fmrec_finish_select(_ptr(keys), cap, k, _ptr(fill), rows, _ptr(tmp))
+    keys[:rows, :k].sort(axis=1)
+    lib.fmrec_finish_write(_ptr(keys), cap, k, _ptr(fill), rows, _ptr(out_bits) + 4 * k * r0,
+                           _ptr(out_i) + 8 * k * r0)

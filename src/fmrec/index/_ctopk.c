@@ -352,6 +352,179 @@ void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P,
 int64_t fmrec_fused_available(void) { return 0; }
 #endif
 
+/* IVF scan (FaissIndex over IVF...,Flat): each user's probed lists scored exactly.
+ * Lists are stored as panels of 32 items (K rows of 32 floats, as fmrec_pack_panels)
+ * with their catalogue positions (-1 pads a list to whole panels); list l owns panels
+ * list_ptr[l]..list_ptr[l+1]-1.  For user r (row r of Q, K dims) and its probes
+ * probes[r*nprobe ..] (-1: none), every item of those lists is scored by the same FMA
+ * chain as the fused GEMM, excluded positions (CSR ex_ptr/ex_idx, row r; marked in the
+ * byte map `banned`, n_items bytes, zero on entry and exit) are skipped, and the
+ * scores enter the row's key buffer (keys + r*cap, fill[r]) as in fmrec_topk_block:
+ * appended when >= the row's threshold, cut back to the k best when full.  Four panels
+ * are scored at a time (8 accumulators: throughput-bound, not latency-bound). */
+static void ivf_take(float *sc, const int64_t *ids, uint32_t m, const uint8_t *banned, uint64_t *buf,
+                     int64_t *nf_io, float *T_io, int64_t cap, int64_t k, uint64_t *tmp)
+{
+    int64_t nf = *nf_io;
+    float T = *T_io;
+    while (m) {
+        int b = __builtin_ctz(m);
+        m &= m - 1;
+        float s = sc[b];
+        int64_t pos = ids[b];
+        if (!(s >= T) || pos < 0 || banned[pos])
+            continue;
+        uint32_t bits;
+        memcpy(&bits, &s, sizeof bits);
+        buf[nf++] = make_key(bits, pos);
+        if (nf == cap) {
+            partition_desc_u64(buf, nf, k - 1, tmp);
+            nf = k;
+            T = key_score(buf[k - 1]);
+        }
+    }
+    *nf_io = nf;
+    *T_io = T;
+}
+
+static void ivf_scan_generic(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes,
+                             int64_t nprobe, const int64_t *list_ptr, const float *panels, const int64_t *panel_ids,
+                             const int64_t *ex_ptr, const int32_t *ex_idx, int64_t has_excl, uint8_t *banned,
+                             uint64_t *keys, int64_t cap, int64_t k, int64_t *fill, uint64_t *tmp)
+{
+    float sc[32];
+    for (int64_t r = r0; r < r1; r++) {
+        const float *q = Q + r * K;
+        if (has_excl)
+            for (int64_t p = ex_ptr[r]; p < ex_ptr[r + 1]; p++)
+                banned[ex_idx[p]] = 1;
+        uint64_t *buf = keys + (r - r0) * cap;
+        int64_t nf = 0;
+        float T = LOWEST_F32;
+        for (int64_t t = 0; t < nprobe; t++) {
+            int64_t l = probes[r * nprobe + t];
+            if (l < 0)
+                continue;
+            for (int64_t pnl = list_ptr[l]; pnl < list_ptr[l + 1]; pnl++) {
+                const float *b = panels + pnl * K * 32;
+                for (int j = 0; j < 32; j++)
+                    sc[j] = 0.0f;
+                for (int64_t f = 0; f < K; f++)
+                    for (int j = 0; j < 32; j++)
+                        sc[j] = fmaf(q[f], b[f * 32 + j], sc[j]);
+                uint32_t m = 0;
+                for (int j = 0; j < 32; j++)
+                    m |= (uint32_t)(sc[j] >= T) << j;
+                ivf_take(sc, panel_ids + pnl * 32, m, banned, buf, &nf, &T, cap, k, tmp);
+            }
+        }
+        fill[r - r0] = nf;
+        if (has_excl)
+            for (int64_t p = ex_ptr[r]; p < ex_ptr[r + 1]; p++)
+                banned[ex_idx[p]] = 0;
+    }
+}
+
+#ifdef FMREC_X86
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
+static void ivf_scan_avx512(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes,
+                            int64_t nprobe, const int64_t *list_ptr, const float *panels, const int64_t *panel_ids,
+                            const int64_t *ex_ptr, const int32_t *ex_idx, int64_t has_excl, uint8_t *banned,
+                            uint64_t *keys, int64_t cap, int64_t k, int64_t *fill, uint64_t *tmp)
+{
+    float sc[4][32] __attribute__((aligned(64)));
+    int64_t pend[4];
+    for (int64_t r = r0; r < r1; r++) {
+        const float *q = Q + r * K;
+        if (has_excl)
+            for (int64_t p = ex_ptr[r]; p < ex_ptr[r + 1]; p++)
+                banned[ex_idx[p]] = 1;
+        uint64_t *buf = keys + (r - r0) * cap;
+        int64_t nf = 0;
+        float T = LOWEST_F32;
+        /* walk the probed lists' panels four at a time */
+        int64_t t = 0, pnl = 0, pl_end = 0;
+        for (;;) {
+            int got = 0;
+            while (got < 4) {
+                if (pnl >= pl_end) {
+                    if (t >= nprobe)
+                        break;
+                    int64_t l = probes[r * nprobe + t++];
+                    if (l < 0)
+                        continue;
+                    pnl = list_ptr[l];
+                    pl_end = list_ptr[l + 1];
+                    continue;
+                }
+                pend[got++] = pnl++;
+            }
+            if (got == 0)
+                break;
+            const float *b0 = panels + pend[0] * K * 32;
+            const float *b1 = panels + pend[got > 1 ? 1 : 0] * K * 32;
+            const float *b2 = panels + pend[got > 2 ? 2 : 0] * K * 32;
+            const float *b3 = panels + pend[got > 3 ? 3 : 0] * K * 32;
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
+                   a31 = a00;
+            for (int64_t f = 0; f < K; f++) {
+                __m512 x = _mm512_set1_ps(q[f]);
+                a00 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b0 + f * 32), a00);
+                a01 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b0 + f * 32 + 16), a01);
+                a10 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b1 + f * 32), a10);
+                a11 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b1 + f * 32 + 16), a11);
+                a20 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b2 + f * 32), a20);
+                a21 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b2 + f * 32 + 16), a21);
+                a30 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b3 + f * 32), a30);
+                a31 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b3 + f * 32 + 16), a31);
+            }
+            _mm512_store_ps(sc[0], a00);
+            _mm512_store_ps(sc[0] + 16, a01);
+            _mm512_store_ps(sc[1], a10);
+            _mm512_store_ps(sc[1] + 16, a11);
+            _mm512_store_ps(sc[2], a20);
+            _mm512_store_ps(sc[2] + 16, a21);
+            _mm512_store_ps(sc[3], a30);
+            _mm512_store_ps(sc[3] + 16, a31);
+            for (int g = 0; g < got; g++) {
+                __m512 tv = _mm512_set1_ps(T);
+                uint32_t m = (uint32_t)_mm512_cmp_ps_mask(_mm512_load_ps(sc[g]), tv, _CMP_GE_OQ) |
+                             ((uint32_t)_mm512_cmp_ps_mask(_mm512_load_ps(sc[g] + 16), tv, _CMP_GE_OQ) << 16);
+                if (m)
+                    ivf_take(sc[g], panel_ids + pend[g] * 32, m, banned, buf, &nf, &T, cap, k, tmp);
+            }
+        }
+        fill[r - r0] = nf;
+        if (has_excl)
+            for (int64_t p = ex_ptr[r]; p < ex_ptr[r + 1]; p++)
+                banned[ex_idx[p]] = 0;
+    }
+}
+#pragma GCC pop_options
+#endif
+
+/* Rows r0..r1-1 of a batch (keys/fill indexed from r0); isa as fmrec_select_isa's
+ * level: 2 uses AVX-512 where the CPU has it, else portable C (same scores: one FMA
+ * chain per score over k in order). */
+void fmrec_ivf_scan(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes, int64_t nprobe,
+                    const int64_t *list_ptr, const float *panels, const int64_t *panel_ids, const int64_t *ex_ptr,
+                    const int32_t *ex_idx, int64_t has_excl, uint8_t *banned, uint64_t *keys, int64_t cap, int64_t k,
+                    int64_t *fill, uint64_t *tmp, int64_t isa)
+{
+#ifdef FMREC_X86
+    if (isa >= 2 && fmrec_fused_available()) {
+        ivf_scan_avx512(Q, r0, r1, K, probes, nprobe, list_ptr, panels, panel_ids, ex_ptr, ex_idx, has_excl, banned,
+                        keys, cap, k, fill, tmp);
+        return;
+    }
+#else
+    (void)isa;
+#endif
+    ivf_scan_generic(Q, r0, r1, K, probes, nprobe, list_ptr, panels, panel_ids, ex_ptr, ex_idx, has_excl, banned, keys,
+                     cap, k, fill, tmp);
+}
+
 typedef void (*topk_block_fn)(float *, int64_t, int64_t, int64_t, int64_t, const int64_t *, const int64_t *,
                               const int64_t *, int64_t *, int64_t, uint64_t *, int64_t, int64_t, int64_t *,
                               float *, float *, uint64_t *, int64_t, uint64_t *);

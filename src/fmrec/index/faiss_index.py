@@ -23,10 +23,16 @@ original vectors, float32 like BLAS) and re-ranked, so reported scores are
 true scores whatever the codes (PQ) or transform; ``k_factor`` fetches more
 candidates than ``k`` for the re-ranking (default 1, 4 for PQ/SQ codes).
 
-Exclusions (seen items): each batch over-fetches ``k_factor * k`` plus the
-largest exclusion count of its users and filters; users with more than
+``IVF…,Flat`` indexes (where the C kernels are built, ``scan_lists``): faiss's
+quantizer picks each user's ``nprobe`` lists and fmrec's C kernels score *every*
+item of those lists exactly (original vectors, the FMA chain of the fused exact
+GEMM), skip excluded items and keep the k best -- no candidate heap, no over-fetch,
+no re-rank (4x faster than faiss's own scan at 100k x 100k, recall at least as high).
+
+Exclusions (seen items), faiss's own search: each batch over-fetches ``k_factor * k``
+plus the largest exclusion count of its users and filters; users with more than
 ``max_exclusions`` excluded items, and users an approximate index returns too
-few candidates for, are answered by an :class:`ExactIndex` over the same items
+few candidates for (either search), are answered by an :class:`ExactIndex` over the same items
 (``stats_`` counts them).  ``tune`` raises ``nprobe`` / ``efSearch`` (doubling)
 until recall@k against ``ExactIndex`` on a sample of users reaches a target.
 
@@ -158,6 +164,14 @@ class FaissIndex:
     train_size : vectors sampled (``random_state``) to train IVF / PQ indexes.
     max_exclusions : users with more excluded items are answered by the exact index.
     n_threads : faiss (OpenMP) threads, and the exact fallback's; None = all cores.
+    scan_lists : for ``IVF…,Flat`` indexes, score every item of each user's probed lists
+        exactly in fmrec's C kernels (faiss picks the lists) instead of faiss's own
+        list scan + re-rank of its top ``k_factor * k``.  None (default): where the C
+        kernels are built.  The probed items are the same, so recall is at least
+        faiss's (every probed item is ranked by its true score, none is cut by a
+        candidate heap first), and no over-fetch for exclusions is needed (users
+        with long histories need no exact fallback).  Measured at 100k users x 100k
+        items, IVF1024 nprobe 5, seen masked: 1.52 s with faiss's scan, 0.35 s.
     """
 
     kind = "faiss"
@@ -165,8 +179,9 @@ class FaissIndex:
     def __init__(self, spec: str = "Flat", batch_size: int = 4096, *, nprobe: int | None = None,
                  ef_search: int | None = None, metric: str = "auto", k_factor: float | None = None,
                  train_size: int = 100_000, max_exclusions: int = 1000, n_threads: int | None = None,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, scan_lists: bool | None = None) -> None:
         self.spec = spec
+        self.scan_lists = scan_lists
         self.batch_size = batch_size
         self.nprobe = nprobe
         self.ef_search = ef_search
@@ -185,6 +200,7 @@ class FaissIndex:
         self._exact = None
         self._loaded_from: str | None = None
         self._refill = True
+        self._lists: Any = None  # IvfLists for scan_lists, False when not used; built on first search
 
     # ------------------------------------------------------------------ properties
     @property
@@ -319,6 +335,7 @@ class FaissIndex:
                                   f"{_faiss_message(exc)}") from None
         self.index_ = index
         self._exact = None
+        self._lists = None
         self.build_seconds_ = time.perf_counter() - t0
         self._apply_params()
         log.info("faiss %s (%s) built over %d items in %.2fs", self.spec,
@@ -422,11 +439,59 @@ class FaissIndex:
             self._exact = ExactIndex(n_threads=self.n_threads).build(self.items_)
         return self._exact
 
+    def _ivf_lists(self) -> Any:
+        """The inverted lists packed for the C list scan (``scan_lists``), or None."""
+        if self._lists is None:
+            self._lists = False
+            from fmrec.index import _cbackend as C
+
+            if self.scan_lists is not False and C.available() and not self.pad_:
+                faiss = import_faiss()
+                down = faiss.downcast_index(self.index_)
+                if isinstance(down, faiss.IndexIVFFlat):
+                    inv = down.invlists
+                    lists = []
+                    for lst in range(down.nlist):
+                        size = int(inv.list_size(lst))
+                        ids = faiss.rev_swig_ptr(inv.get_ids(lst), size).astype(np.int64) if size else \
+                            np.zeros(0, np.int64)
+                        lists.append(ids)
+                    assert self.items_ is not None
+                    self._lists = C.IvfLists(self.items_, lists)
+            if self.scan_lists and self._lists is False:
+                raise ConfigError(f"scan_lists needs an IVF…,Flat index and the C kernels; {self.spec!r} "
+                                  f"{'has none' if C.available() else 'runs without them (not built)'}")
+        return self._lists or None
+
+    def _scan_lists(self, lists: Any, U: np.ndarray, Q: np.ndarray, k: int, indptr: np.ndarray,
+                    indices: np.ndarray, start: int, out_i: np.ndarray, out_s: np.ndarray) -> None:
+        """One batch through the C list scan: faiss's quantizer picks each user's lists."""
+        from fmrec._threads import faiss_threads, resolve_threads
+        from fmrec.index import _cbackend as C
+        from fmrec.index.exact import _pool
+
+        faiss = import_faiss()
+        ivf = faiss.extract_index_ivf(self.index_)
+        with faiss_threads(self.n_threads):
+            _, probes = ivf.quantizer.search(Q, int(ivf.nprobe))
+        probes = np.ascontiguousarray(probes, dtype=np.int64)
+        rows = U.shape[0]
+        ex = (indptr, indices, start) if indptr.size else None
+        bits = out_s.view(np.uint32)
+        n_chunks = max(1, min(rows, resolve_threads(self.n_threads)))
+        bounds = [rows * c // n_chunks for c in range(n_chunks + 1)]
+        if n_chunks == 1:
+            C.ivf_scan(lists, U, probes, k, 0, rows, ex, bits, out_i)
+            return
+        futures = [_pool(n_chunks).submit(C.ivf_scan, lists, U, probes, k, bounds[c], bounds[c + 1], ex, bits, out_i)
+                   for c in range(n_chunks)]
+        for f in futures:
+            f.result()
+
     def search_batches(self, user_vectors: np.ndarray, k: int, exclude: sp.spmatrix | None = None,
                        batch_size: int | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Yield ``(row_start, positions, scores)`` per batch of users, best first, padded with -1 / -inf."""
         from fmrec._threads import faiss_threads
-        from fmrec.index import _kernels as K
 
         if self.index_ is None:
             raise ConfigError("index is empty: call build(item_vectors) first")
@@ -441,25 +506,35 @@ class FaissIndex:
         bs = int(batch_size or self.batch_size)
         kf = self._k_factor()
         exact_scores = self.is_exact
+        lists = None if exact_scores else self._ivf_lists()
         for start in range(0, n_users, bs):
             stop = min(n_users, start + bs)
             rows = stop - start
             c = counts[start:stop]
-            long_hist = c > cap
-            extra = int(c[~long_hist].max()) if (~long_hist).any() else 0
-            fetch = min(self.n_items, int(math.ceil(kf * k)) + extra)
-            out_i = np.full((rows, k), -1, dtype=np.int64)
-            out_s = np.full((rows, k), -np.inf, dtype=np.float32)
-            if not long_hist.all():
-                Q = self._transform_queries(U[start:stop])
-                with faiss_threads(self.n_threads):
-                    D, I = self.index_.search(Q, fetch)  # faiss returns (distances, ids)
-                I = np.ascontiguousarray(I, dtype=np.int64)
-                if exact_scores:
-                    K.filter_candidates(I, np.ascontiguousarray(D, dtype=np.float32), indptr, indices, start, k,
-                                        out_i, out_s)
-                else:
-                    K.rerank_candidates(U[start:stop], self.items_, I, indptr, indices, start, k, out_i, out_s)
+            if lists is not None:  # every probed item scored: no over-fetch, no exclusion cap
+                out_i = np.empty((rows, k), dtype=np.int64)
+                out_s = np.empty((rows, k), dtype=np.float32)
+                self._scan_lists(lists, U[start:stop], self._transform_queries(U[start:stop]), k, indptr, indices,
+                                 start, out_i, out_s)
+                long_hist = np.zeros(rows, dtype=bool)
+            else:
+                long_hist = c > cap
+                extra = int(c[~long_hist].max()) if (~long_hist).any() else 0
+                fetch = min(self.n_items, int(math.ceil(kf * k)) + extra)
+                out_i = np.full((rows, k), -1, dtype=np.int64)
+                out_s = np.full((rows, k), -np.inf, dtype=np.float32)
+                if not long_hist.all():
+                    from fmrec.index import _kernels as K
+
+                    Q = self._transform_queries(U[start:stop])
+                    with faiss_threads(self.n_threads):
+                        D, I = self.index_.search(Q, fetch)  # faiss returns (distances, ids)
+                    I = np.ascontiguousarray(I, dtype=np.int64)
+                    if exact_scores:
+                        K.filter_candidates(I, np.ascontiguousarray(D, dtype=np.float32), indptr, indices, start,
+                                            k, out_i, out_s)
+                    else:
+                        K.rerank_candidates(U[start:stop], self.items_, I, indptr, indices, start, k, out_i, out_s)
             # users the approximate answer cannot serve: long histories, and rows with fewer
             # items than exist for them (a coarse IVF probe can return too few candidates)
             have = (out_i >= 0).sum(axis=1)
