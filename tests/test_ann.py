@@ -348,11 +348,11 @@ def _probed_reference(idx: FaissIndex, U: np.ndarray, V: np.ndarray, k: int, ban
 
 
 @pytest.mark.parametrize("metric", ["auto", "ip"])
-@pytest.mark.parametrize("isa", [-1, 0])
+@pytest.mark.parametrize("isa", [-1, 1, 0])
 def test_list_scan_is_the_exact_top_k_of_the_probed_lists(metric: str, isa: int) -> None:
     """The C list scan (scan_lists) ranks every item of the probed lists by its true score,
     exclusions skipped, ties by smaller position: integer vectors make the reference exact.
-    Portable C (isa 0) and AVX-512 give the same scores bit for bit."""
+    Portable C (isa 0), AVX2 (1) and AVX-512 give the same scores bit for bit."""
     from fmrec.index import _cbackend as C
 
     if not C.available():

@@ -46,16 +46,23 @@ def test_c_kernels_are_built_in_ci() -> None:
 
 
 # ExactIndex settings: numba kernels, C selection after BLAS GEMM blocks, fused C GEMM + selection
-INDEX_KINDS = {"numba": {"kernels": "numba"}}
+# (the fused kernels at each instruction set the CPU has: AVX-512 tiles 12 x 32, AVX2 6 x 16)
+INDEX_KINDS: dict[str, tuple[dict, int]] = {"numba": ({"kernels": "numba"}, -1)}
 if C.available():
-    INDEX_KINDS["c-blas"] = {"kernels": "c", "fused": False}
-    if C.fused_available():
-        INDEX_KINDS["c-fused"] = {"kernels": "c", "fused": True}
+    INDEX_KINDS["c-blas"] = ({"kernels": "c", "fused": False}, -1)
+    for _isa, _name in ((2, "c-fused-avx512"), (1, "c-fused-avx2")):
+        C.set_isa(_isa)
+        if C.fused_available() and C.set_isa(_isa) == _isa:
+            INDEX_KINDS[_name] = ({"kernels": "c", "fused": True}, _isa)
+    C.set_isa(-1)
 
 
 @pytest.fixture(params=sorted(INDEX_KINDS))
-def index_kind(request: pytest.FixtureRequest) -> dict:
-    return INDEX_KINDS[request.param]
+def index_kind(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    kwargs, isa = INDEX_KINDS[request.param]
+    C.set_isa(isa) if C.available() else None
+    yield kwargs
+    C.set_isa(-1) if C.available() else None
 
 
 @pytest.fixture(params=BACKENDS)
@@ -361,8 +368,8 @@ def test_every_index_kind_is_tie_aware_exact_on_float_vectors(seed: int, index_k
 def test_fused_slices_on_block_boundaries_are_bit_identical_to_the_whole() -> None:
     """What fmrec.distributed relies on: a slice of users starting on a block boundary,
     searched with the whole set's item order, gives the same lists and score bits."""
-    if "c-fused" not in INDEX_KINDS:
-        pytest.skip("the fused kernels need the C library and an AVX-512 CPU")
+    if not any(name.startswith("c-fused") for name in INDEX_KINDS):
+        pytest.skip("the fused kernels need the C library and a CPU with AVX2 or AVX-512 and FMA")
     rng = np.random.default_rng(3)
     U = rng.normal(size=(1300, 33)).astype(np.float32)
     V = rng.normal(size=(2500, 33)).astype(np.float32)

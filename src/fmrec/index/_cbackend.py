@@ -92,6 +92,8 @@ def _load() -> Any:
                 lib.fmrec_ivf_scan.argtypes = [_P, _I, _I, _I, _P, _I, _P, _P, _P, _P, _P, _I, _P, _P, _I, _I, _P, _P,
                                                _I]
                 lib.fmrec_ivf_scan.restype = None
+                lib.fmrec_ivf_fast.argtypes = []
+                lib.fmrec_ivf_fast.restype = _I
             _LIB = lib
             _LOADED = True
         return _LIB
@@ -120,7 +122,8 @@ def resolve(kernels: str | None) -> str:
 
 
 def fused_available() -> bool:
-    """True when the fused GEMM + selection kernels can run here (library built, CPU with AVX-512 and FMA)."""
+    """True when the fused GEMM + selection kernels can run here (library built, CPU with AVX-512 or
+    AVX2, and FMA; within the level :func:`set_isa` allows)."""
     lib = _load()
     return lib is not None and bool(lib.fmrec_fused_available())
 
@@ -133,8 +136,14 @@ def resolve_fused(fused: bool | None) -> bool:
             return False
         return fused_available()
     if fused and not fused_available():
-        raise ConfigError("the fused GEMM kernels need the C library and a CPU with AVX-512 and FMA")
+        raise ConfigError("the fused GEMM kernels need the C library and a CPU with AVX-512 or AVX2, and FMA")
     return bool(fused)
+
+
+def ivf_fast() -> bool:
+    """True when the IVF list scan has a vector path here (AVX2 with FMA)."""
+    lib = _load()
+    return lib is not None and bool(lib.fmrec_ivf_fast())
 
 
 PANEL = 32  # items per packed panel of the fused kernels
@@ -261,7 +270,7 @@ def ivf_scan(lists: IvfLists, U: np.ndarray, probes: np.ndarray, k: int, r0: int
         p_ptr, p_idx, has = _ptr(indptr) + 8 * first, _ptr(indices), 1
     else:
         p_ptr = p_idx = has = 0
-    isa = 2 if _ISA_LIMIT[0] < 0 or _ISA_LIMIT[0] >= 2 else 0
+    isa = 2 if _ISA_LIMIT[0] < 0 else _ISA_LIMIT[0]
     lib.fmrec_ivf_scan(_ptr(U), r0, r1, lists.dims, _ptr(probes), probes.shape[1], _ptr(lists.list_ptr),
                        _ptr(lists.panels), _ptr(lists.panel_ids), p_ptr, p_idx, has, _ptr(banned), _ptr(keys), cap,
                        k, _ptr(fill), _ptr(tmp), isa)

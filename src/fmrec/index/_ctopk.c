@@ -182,57 +182,6 @@ void fmrec_pack_panels(const float *V, int64_t n, int64_t K, float *out)
     }
 }
 
-#ifdef FMREC_X86
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
-
-#define FMREC_TILE_DECL                                                                               \
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, \
-           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00,      \
-           c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
-
-#define FMREC_ROW(R, C0, C1)                  \
-    x = _mm512_set1_ps(a[R][k]);              \
-    C0 = _mm512_fmadd_ps(x, b0, C0);          \
-    C1 = _mm512_fmadd_ps(x, b1, C1);
-
-#define FMREC_TILE_LOOP                                                                                     \
-    for (int64_t k = 0; k < K; k++) {                                                                      \
-        __m512 b0 = _mm512_loadu_ps(b + k * 32), b1 = _mm512_loadu_ps(b + k * 32 + 16);                    \
-        __m512 x;                                                                                           \
-        FMREC_ROW(0, c00, c01) FMREC_ROW(1, c10, c11) FMREC_ROW(2, c20, c21) FMREC_ROW(3, c30, c31)          \
-        FMREC_ROW(4, c40, c41) FMREC_ROW(5, c50, c51) FMREC_ROW(6, c60, c61) FMREC_ROW(7, c70, c71)          \
-        FMREC_ROW(8, c80, c81) FMREC_ROW(9, c90, c91) FMREC_ROW(10, ca0, ca1) FMREC_ROW(11, cb0, cb1)        \
-    }
-
-#define FMREC_EACH_ROW(M)                                                                                   \
-    M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)               \
-    M(6, c60, c61) M(7, c70, c71) M(8, c80, c81) M(9, c90, c91) M(10, ca0, ca1) M(11, cb0, cb1)
-
-/* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
-void fmrec_fused_scores(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
-                        int64_t ld)
-{
-    for (int64_t i0 = 0; i0 < rows; i0 += 12) {
-        const float *a[12];
-        for (int r = 0; r < 12; r++)
-            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
-        for (int64_t p = 0; p < n_panels; p++) {
-            const float *b = P + p * K * 32;
-            FMREC_TILE_DECL
-            FMREC_TILE_LOOP
-            float *s = S + i0 * ld + p * 32;
-#define FMREC_STORE(R, C0, C1)                         \
-    if (i0 + R < rows) {                               \
-        _mm512_storeu_ps(s + R * ld, C0);              \
-        _mm512_storeu_ps(s + R * ld + 16, C1);         \
-    }
-            FMREC_EACH_ROW(FMREC_STORE)
-#undef FMREC_STORE
-        }
-    }
-}
-
 typedef struct {
     const int64_t *perm, *ex_ptr, *ex_pos;
     int64_t *ex_cur, *fill;
@@ -240,7 +189,6 @@ typedef struct {
     uint64_t *keys, *tmp;
     float *thr;
 } fused_ctx;
-
 /* Row i's passing scores `sc` (bit b of m: column col0 + b passed the threshold when
  * the mask was taken) into its buffer: excluded columns skipped, keys appended, a full
  * buffer cut back to its k best (raising the threshold). */
@@ -282,12 +230,64 @@ static void take_row(const fused_ctx *c, int64_t i, const float *sc, uint32_t m,
         c->ex_cur[i] = p;
 }
 
+
+#ifdef FMREC_X86
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
+
+#define FMREC_TILE_DECL                                                                               \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, \
+           c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00,      \
+           c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, cb0 = c00, cb1 = c00;
+
+#define FMREC_ROW(R, C0, C1)                  \
+    x = _mm512_set1_ps(a[R][k]);              \
+    C0 = _mm512_fmadd_ps(x, b0, C0);          \
+    C1 = _mm512_fmadd_ps(x, b1, C1);
+
+#define FMREC_TILE_LOOP                                                                                     \
+    for (int64_t k = 0; k < K; k++) {                                                                      \
+        __m512 b0 = _mm512_loadu_ps(b + k * 32), b1 = _mm512_loadu_ps(b + k * 32 + 16);                    \
+        __m512 x;                                                                                           \
+        FMREC_ROW(0, c00, c01) FMREC_ROW(1, c10, c11) FMREC_ROW(2, c20, c21) FMREC_ROW(3, c30, c31)          \
+        FMREC_ROW(4, c40, c41) FMREC_ROW(5, c50, c51) FMREC_ROW(6, c60, c61) FMREC_ROW(7, c70, c71)          \
+        FMREC_ROW(8, c80, c81) FMREC_ROW(9, c90, c91) FMREC_ROW(10, ca0, ca1) FMREC_ROW(11, cb0, cb1)        \
+    }
+
+#define FMREC_EACH_ROW(M)                                                                                   \
+    M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)               \
+    M(6, c60, c61) M(7, c70, c71) M(8, c80, c81) M(9, c90, c91) M(10, ca0, ca1) M(11, cb0, cb1)
+
+/* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
+static void fused_scores_avx512(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
+                        int64_t ld)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 12) {
+        const float *a[12];
+        for (int r = 0; r < 12; r++)
+            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
+        for (int64_t p = 0; p < n_panels; p++) {
+            const float *b = P + p * K * 32;
+            FMREC_TILE_DECL
+            FMREC_TILE_LOOP
+            float *s = S + i0 * ld + p * 32;
+#define FMREC_STORE(R, C0, C1)                         \
+    if (i0 + R < rows) {                               \
+        _mm512_storeu_ps(s + R * ld, C0);              \
+        _mm512_storeu_ps(s + R * ld + 16, C1);         \
+    }
+            FMREC_EACH_ROW(FMREC_STORE)
+#undef FMREC_STORE
+        }
+    }
+}
+
 /* The rest of the catalogue for rows 0..rows-1 (users U, K dims): panels P[0:n_panels]
  * hold visiting-order columns col_offset.., n_cols of them in all (the last panel may
  * be partial).  Each row's buffer/fill/threshold continue from its first block;
  * exclusions as in fmrec_topk_block (ex_cur from where the first block left it).
  * chunk: panels per L2-resident chunk (every row tile sweeps a chunk, then the next). */
-void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
                         int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
                         const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
                         int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
@@ -329,28 +329,154 @@ void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P,
 }
 #pragma GCC pop_options
 
-int64_t fmrec_fused_available(void)
+/* AVX2 + FMA: 6 users x 16 items per tile (12 ymm accumulators), each 32-item panel in
+ * two halves; the same FMA chain per score, so the same scores as the AVX-512 tiles. */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt")
+
+#define FMREC_TILE2_DECL                                                                                   \
+    __m256 d00 = _mm256_setzero_ps(), d01 = d00, d10 = d00, d11 = d00, d20 = d00, d21 = d00, d30 = d00,     \
+           d31 = d00, d40 = d00, d41 = d00, d50 = d00, d51 = d00;
+
+#define FMREC_ROW2(R, C0, C1)                 \
+    x = _mm256_set1_ps(a[R][k]);              \
+    C0 = _mm256_fmadd_ps(x, b0, C0);          \
+    C1 = _mm256_fmadd_ps(x, b1, C1);
+
+#define FMREC_TILE2_LOOP                                                                                    \
+    for (int64_t k = 0; k < K; k++) {                                                                      \
+        __m256 b0 = _mm256_loadu_ps(b + k * 32), b1 = _mm256_loadu_ps(b + k * 32 + 8);                     \
+        __m256 x;                                                                                           \
+        FMREC_ROW2(0, d00, d01) FMREC_ROW2(1, d10, d11) FMREC_ROW2(2, d20, d21)                              \
+        FMREC_ROW2(3, d30, d31) FMREC_ROW2(4, d40, d41) FMREC_ROW2(5, d50, d51)                              \
+    }
+
+#define FMREC_EACH_ROW2(M) M(0, d00, d01) M(1, d10, d11) M(2, d20, d21) M(3, d30, d31) M(4, d40, d41) M(5, d50, d51)
+
+static void fused_scores_avx2(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
+                              int64_t ld)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    for (int64_t i0 = 0; i0 < rows; i0 += 6) {
+        const float *a[6];
+        for (int r = 0; r < 6; r++)
+            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
+        for (int64_t p = 0; p < n_panels; p++) {
+            for (int h = 0; h < 2; h++) {
+                const float *b = P + p * K * 32 + h * 16;
+                FMREC_TILE2_DECL
+                FMREC_TILE2_LOOP
+                float *s = S + i0 * ld + p * 32 + h * 16;
+#define FMREC_STORE2(R, C0, C1)                        \
+    if (i0 + R < rows) {                               \
+        _mm256_storeu_ps(s + R * ld, C0);              \
+        _mm256_storeu_ps(s + R * ld + 8, C1);          \
+    }
+                FMREC_EACH_ROW2(FMREC_STORE2)
+#undef FMREC_STORE2
+            }
+        }
+    }
 }
+
+static void fused_select_avx2(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                              int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
+                              const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
+                              int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
+{
+    fused_ctx c = {perm, ex_ptr, ex_pos, ex_cur, fill, has_excl, cap, k, keys, tmp, thr};
+    float sc[16] __attribute__((aligned(32)));
+    if (chunk < 1)
+        chunk = 1;
+    for (int64_t pc = 0; pc < n_panels; pc += chunk) {
+        int64_t pe = pc + chunk < n_panels ? pc + chunk : n_panels;
+        for (int64_t i0 = 0; i0 < rows; i0 += 6) {
+            const float *a[6];
+            for (int r = 0; r < 6; r++)
+                a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
+            int64_t nr = rows - i0 < 6 ? rows - i0 : 6;
+            for (int64_t p = pc; p < pe; p++) {
+                for (int h = 0; h < 2; h++) {
+                    const float *b = P + p * K * 32 + h * 16;
+                    FMREC_TILE2_DECL
+                    FMREC_TILE2_LOOP
+                    int64_t col0 = col_offset + p * 32 + h * 16;
+                    int64_t left = n_cols - p * 32 - h * 16;
+                    uint32_t valid = left >= 16 ? 0xFFFFu : (left > 0 ? ((1u << left) - 1u) : 0u);
+#define FMREC_PICK2(R, C0, C1)                                                                   \
+    if (R < nr) {                                                                                \
+        __m256 t = _mm256_set1_ps(thr[i0 + R]);                                                  \
+        uint32_t m = ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(C0, t, _CMP_GE_OQ)) |           \
+                      ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(C1, t, _CMP_GE_OQ)) << 8)) & valid; \
+        if (m) {                                                                                 \
+            _mm256_store_ps(sc, C0);                                                             \
+            _mm256_store_ps(sc + 8, C1);                                                         \
+            take_row(&c, i0 + R, sc, m, col0);                                                   \
+        }                                                                                        \
+    }
+                    FMREC_EACH_ROW2(FMREC_PICK2)
+#undef FMREC_PICK2
+                }
+            }
+        }
+    }
+}
+#pragma GCC pop_options
+#endif
+
+static int64_t fused_level = -1; /* -1: the best this CPU has; else fmrec_select_isa's level */
+
+static int64_t fused_isa(void)
+{
+#ifdef FMREC_X86
+    __builtin_cpu_init();
+    int64_t best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") ? 2
+                   : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                      : 0;
+    return fused_level < 0 || fused_level > best ? best : fused_level;
 #else
+    return 0;
+#endif
+}
+
+/* 1 when the fused kernels can run here: AVX-512 + FMA, or AVX2 + FMA (within the
+ * level fmrec_select_isa set). */
+int64_t fmrec_fused_available(void) { return fused_isa() > 0; }
+
+/* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
 void fmrec_fused_scores(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
                         int64_t ld)
 {
+#ifdef FMREC_X86
+    int64_t isa = fused_isa();
+    if (isa == 2)
+        fused_scores_avx512(U, rows, K, P, n_panels, S, ld);
+    else if (isa == 1)
+        fused_scores_avx2(U, rows, K, P, n_panels, S, ld);
+#else
     (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)S, (void)ld;
+#endif
 }
+
+/* The rest of the catalogue for rows 0..rows-1 (see fused_select_avx512). */
 void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
                         int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
                         const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
                         int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
 {
+#ifdef FMREC_X86
+    int64_t isa = fused_isa();
+    if (isa == 2)
+        fused_select_avx512(U, rows, K, P, n_panels, col_offset, n_cols, perm, ex_ptr, ex_pos, ex_cur, has_excl,
+                            keys, cap, k, fill, thr, tmp, chunk);
+    else if (isa == 1)
+        fused_select_avx2(U, rows, K, P, n_panels, col_offset, n_cols, perm, ex_ptr, ex_pos, ex_cur, has_excl, keys,
+                          cap, k, fill, thr, tmp, chunk);
+#else
     (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)col_offset, (void)n_cols, (void)perm;
     (void)ex_ptr, (void)ex_pos, (void)ex_cur, (void)has_excl, (void)keys, (void)cap, (void)k, (void)fill;
     (void)thr, (void)tmp, (void)chunk;
-}
-int64_t fmrec_fused_available(void) { return 0; }
 #endif
+}
 
 /* IVF scan (FaissIndex over IVF...,Flat): each user's probed lists scored exactly.
  * Lists are stored as panels of 32 items (K rows of 32 floats, as fmrec_pack_panels)
@@ -360,8 +486,9 @@ int64_t fmrec_fused_available(void) { return 0; }
  * chain as the fused GEMM, excluded positions (CSR ex_ptr/ex_idx, row r; marked in the
  * byte map `banned`, n_items bytes, zero on entry and exit) are skipped, and the
  * scores enter the row's key buffer (keys + r*cap, fill[r]) as in fmrec_topk_block:
- * appended when >= the row's threshold, cut back to the k best when full.  Four panels
- * are scored at a time (8 accumulators: throughput-bound, not latency-bound). */
+ * appended when >= the row's threshold, cut back to the k best when full.  Two panels
+ * are scored at a time (8 AVX2 accumulators: throughput-bound, not latency-bound; an
+ * AVX-512 version with four panels at a time measured no faster). */
 static void ivf_take(float *sc, const int64_t *ids, uint32_t m, const uint8_t *banned, uint64_t *buf,
                      int64_t *nf_io, float *T_io, int64_t cap, int64_t k, uint64_t *tmp)
 {
@@ -425,16 +552,17 @@ static void ivf_scan_generic(const float *Q, int64_t r0, int64_t r1, int64_t K, 
     }
 }
 
+
 #ifdef FMREC_X86
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
-static void ivf_scan_avx512(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes,
-                            int64_t nprobe, const int64_t *list_ptr, const float *panels, const int64_t *panel_ids,
-                            const int64_t *ex_ptr, const int32_t *ex_idx, int64_t has_excl, uint8_t *banned,
-                            uint64_t *keys, int64_t cap, int64_t k, int64_t *fill, uint64_t *tmp)
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt")
+static void ivf_scan_avx2(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes,
+                          int64_t nprobe, const int64_t *list_ptr, const float *panels, const int64_t *panel_ids,
+                          const int64_t *ex_ptr, const int32_t *ex_idx, int64_t has_excl, uint8_t *banned,
+                          uint64_t *keys, int64_t cap, int64_t k, int64_t *fill, uint64_t *tmp)
 {
-    float sc[4][32] __attribute__((aligned(64)));
-    int64_t pend[4];
+    float sc[2][32] __attribute__((aligned(32)));
+    int64_t pend[2];
     for (int64_t r = r0; r < r1; r++) {
         const float *q = Q + r * K;
         if (has_excl)
@@ -443,11 +571,10 @@ static void ivf_scan_avx512(const float *Q, int64_t r0, int64_t r1, int64_t K, c
         uint64_t *buf = keys + (r - r0) * cap;
         int64_t nf = 0;
         float T = LOWEST_F32;
-        /* walk the probed lists' panels four at a time */
         int64_t t = 0, pnl = 0, pl_end = 0;
-        for (;;) {
+        for (;;) { /* the probed lists' panels two at a time (8 ymm accumulators) */
             int got = 0;
-            while (got < 4) {
+            while (got < 2) {
                 if (pnl >= pl_end) {
                     if (t >= nprobe)
                         break;
@@ -464,33 +591,32 @@ static void ivf_scan_avx512(const float *Q, int64_t r0, int64_t r1, int64_t K, c
                 break;
             const float *b0 = panels + pend[0] * K * 32;
             const float *b1 = panels + pend[got > 1 ? 1 : 0] * K * 32;
-            const float *b2 = panels + pend[got > 2 ? 2 : 0] * K * 32;
-            const float *b3 = panels + pend[got > 3 ? 3 : 0] * K * 32;
-            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
-                   a31 = a00;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
             for (int64_t f = 0; f < K; f++) {
-                __m512 x = _mm512_set1_ps(q[f]);
-                a00 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b0 + f * 32), a00);
-                a01 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b0 + f * 32 + 16), a01);
-                a10 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b1 + f * 32), a10);
-                a11 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b1 + f * 32 + 16), a11);
-                a20 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b2 + f * 32), a20);
-                a21 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b2 + f * 32 + 16), a21);
-                a30 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b3 + f * 32), a30);
-                a31 = _mm512_fmadd_ps(x, _mm512_loadu_ps(b3 + f * 32 + 16), a31);
+                __m256 x = _mm256_set1_ps(q[f]);
+                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b0 + f * 32), a0);
+                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b0 + f * 32 + 8), a1);
+                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b0 + f * 32 + 16), a2);
+                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b0 + f * 32 + 24), a3);
+                a4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b1 + f * 32), a4);
+                a5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b1 + f * 32 + 8), a5);
+                a6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b1 + f * 32 + 16), a6);
+                a7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b1 + f * 32 + 24), a7);
             }
-            _mm512_store_ps(sc[0], a00);
-            _mm512_store_ps(sc[0] + 16, a01);
-            _mm512_store_ps(sc[1], a10);
-            _mm512_store_ps(sc[1] + 16, a11);
-            _mm512_store_ps(sc[2], a20);
-            _mm512_store_ps(sc[2] + 16, a21);
-            _mm512_store_ps(sc[3], a30);
-            _mm512_store_ps(sc[3] + 16, a31);
+            _mm256_store_ps(sc[0], a0);
+            _mm256_store_ps(sc[0] + 8, a1);
+            _mm256_store_ps(sc[0] + 16, a2);
+            _mm256_store_ps(sc[0] + 24, a3);
+            _mm256_store_ps(sc[1], a4);
+            _mm256_store_ps(sc[1] + 8, a5);
+            _mm256_store_ps(sc[1] + 16, a6);
+            _mm256_store_ps(sc[1] + 24, a7);
             for (int g = 0; g < got; g++) {
-                __m512 tv = _mm512_set1_ps(T);
-                uint32_t m = (uint32_t)_mm512_cmp_ps_mask(_mm512_load_ps(sc[g]), tv, _CMP_GE_OQ) |
-                             ((uint32_t)_mm512_cmp_ps_mask(_mm512_load_ps(sc[g] + 16), tv, _CMP_GE_OQ) << 16);
+                __m256 tv = _mm256_set1_ps(T);
+                uint32_t m = 0;
+                for (int h = 0; h < 4; h++)
+                    m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_load_ps(sc[g] + 8 * h), tv, _CMP_GE_OQ))
+                         << (8 * h);
                 if (m)
                     ivf_take(sc[g], panel_ids + pend[g] * 32, m, banned, buf, &nf, &T, cap, k, tmp);
             }
@@ -504,18 +630,30 @@ static void ivf_scan_avx512(const float *Q, int64_t r0, int64_t r1, int64_t K, c
 #pragma GCC pop_options
 #endif
 
+/* 1 when fmrec_ivf_scan has a vector path on this CPU (AVX2 with FMA); the
+ * portable path exists for tests and other CPUs, where faiss's own scan is faster. */
+int64_t fmrec_ivf_fast(void)
+{
+#ifdef FMREC_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 /* Rows r0..r1-1 of a batch (keys/fill indexed from r0); isa as fmrec_select_isa's
- * level: 2 uses AVX-512 where the CPU has it, else portable C (same scores: one FMA
- * chain per score over k in order). */
+ * level: AVX2 + FMA at level >= 1 where the CPU has them, else portable C (0);
+ * every level computes the same scores (one FMA chain per score over k in order). */
 void fmrec_ivf_scan(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes, int64_t nprobe,
                     const int64_t *list_ptr, const float *panels, const int64_t *panel_ids, const int64_t *ex_ptr,
                     const int32_t *ex_idx, int64_t has_excl, uint8_t *banned, uint64_t *keys, int64_t cap, int64_t k,
                     int64_t *fill, uint64_t *tmp, int64_t isa)
 {
 #ifdef FMREC_X86
-    if (isa >= 2 && fmrec_fused_available()) {
-        ivf_scan_avx512(Q, r0, r1, K, probes, nprobe, list_ptr, panels, panel_ids, ex_ptr, ex_idx, has_excl, banned,
-                        keys, cap, k, fill, tmp);
+    if (isa >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        ivf_scan_avx2(Q, r0, r1, K, probes, nprobe, list_ptr, panels, panel_ids, ex_ptr, ex_idx, has_excl, banned,
+                      keys, cap, k, fill, tmp);
         return;
     }
 #else
@@ -563,6 +701,7 @@ int64_t fmrec_select_isa(int64_t want)
 #endif
     int64_t isa = (want < 0 || want > best) ? best : want;
     chosen = pick(isa);
+    fused_level = want < 0 ? -1 : want;
     return isa;
 }
 

@@ -132,8 +132,8 @@ class ExactIndex:
     caller consumes one batch the workers compute the next.
 
     ``kernels``: ``"auto"`` (the C kernels of ``_ctopk.c`` when built, else numba),
-    ``"c"`` or ``"numba"``.  ``fused``: with the C kernels on a CPU with AVX-512 and
-    FMA (``None`` = there, the default), the GEMM itself runs in C, fused with the
+    ``"c"`` or ``"numba"``.  ``fused``: with the C kernels on a CPU with AVX-512 or
+    AVX2, and FMA (``None`` = there, the default), the GEMM itself runs in C, fused with the
     selection: after a user's first 1,024 items, scores are compared with the
     user's threshold in registers and never stored (same lists; see
     ``docs/architecture.md``).  ``fused=False`` keeps BLAS GEMM blocks.

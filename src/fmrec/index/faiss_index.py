@@ -445,7 +445,8 @@ class FaissIndex:
             self._lists = False
             from fmrec.index import _cbackend as C
 
-            if self.scan_lists is not False and C.available() and not self.pad_:
+            wanted = self.scan_lists or (self.scan_lists is None and C.ivf_fast())  # auto: vector path only
+            if wanted and C.available() and not self.pad_:
                 faiss = import_faiss()
                 down = faiss.downcast_index(self.index_)
                 if isinstance(down, faiss.IndexIVFFlat):
