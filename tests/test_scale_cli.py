@@ -212,6 +212,17 @@ def test_a_forced_older_blas_kernel_on_an_avx512_cpu_is_pointed_out(tmp_path: Pa
     assert hint is not None and "OPENBLAS_CORETYPE=Haswell" in hint and "\n" not in hint
 
 
+def test_the_blas_hint_applies_only_where_blas_computes_the_scores() -> None:
+    """With the fused C kernels numpy's BLAS plays no part in the exact search, so the
+    command does not mention its kernel (cli.recommend checks ``gemm_engine``)."""
+    from fmrec.index import ExactIndex
+    from fmrec.index import _cbackend as C
+
+    assert ExactIndex(fused=False).gemm_engine() == "blas"
+    assert ExactIndex(kernels="numba").gemm_engine() == "blas"
+    assert ExactIndex().gemm_engine() == ("fused" if C.available() and C.fused_available() else "blas")
+
+
 def test_candidates_from_a_pattern_with_positions_outside_the_catalogue_are_refused() -> None:
     """Untrained items are found by scattering the pattern's positions; a hand-made CSR with
     a negative or too large position must not wrap around silently."""

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"published top-{args.k} for {n_users} users to {redact_target(args.out)} in {seconds:.2f}s{cold}")
     # after success (an error stays the only stderr line), and only when scoring took long enough to matter
-    if getattr(index, "kind", None) == "exact" and seconds >= 1.0:
+    if getattr(index, "kind", None) == "exact" and seconds >= 1.0 and index.gemm_engine() == "blas":
         from fmrec._threads import blas_kernel_hint
 
         hint = blas_kernel_hint()

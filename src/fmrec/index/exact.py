@@ -190,6 +190,13 @@ class ExactIndex:
         # (scores spill to L3, but the OpenBLAS kernel packs each item block once per 512 users).
         return 2 << 20
 
+    def gemm_engine(self) -> str:
+        """``"fused"`` when searches compute scores in the C kernels' own GEMM, ``"blas"`` when
+        numpy's BLAS does (so BLAS settings such as ``OPENBLAS_CORETYPE`` matter)."""
+        from fmrec.index._cbackend import resolve, resolve_fused
+
+        return "fused" if resolve(self.kernels) == "c" and resolve_fused(self.fused) else "blas"
+
     def user_block(self, k: int = 100) -> int:
         """Users per GEMM block for a top-``k`` search of the built index."""
         return self._blocks(k)[0]
