@@ -43,6 +43,12 @@ def test_c_kernels_are_built_in_ci() -> None:
 
     if cpu_has_avx512():
         assert C.fused_available(), "an AVX-512 CPU must run the fused kernels"
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        flags = set()
+    if {"avx2", "fma"} <= flags:
+        assert C.fused_available() and C.ivf_fast(), "an AVX2 + FMA CPU must run the fused kernels and list scan"
 
 
 # ExactIndex settings: numba kernels, C selection after BLAS GEMM blocks, fused C GEMM + selection
@@ -316,7 +322,11 @@ def test_kernels_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         ExactIndex(kernels="fortran").build(V).search(V, 2)
     monkeypatch.setenv("FMREC_KERNELS", "numba")
     assert C.resolve("auto") == "numba"
-    assert C.resolve("c") == ("c" if C.available() else "numba") or not C.available()
+    if C.available():
+        assert C.resolve("c") == "c"  # an explicit choice wins over the environment
+    else:
+        with pytest.raises(ConfigError, match="not built"):
+            C.resolve("c")
     monkeypatch.setenv("FMREC_KERNELS", "cuda")
     with pytest.raises(ConfigError, match="kernels must be"):
         C.resolve(None)
