@@ -390,3 +390,25 @@ def test_fused_slices_on_block_boundaries_are_bit_identical_to_the_whole() -> No
     part_ids, part_scores = ExactIndex(fused=True, kernels="c", order_by=order).build(V).search(U[bu:], 40)
     np.testing.assert_array_equal(part_ids, ids[bu:])
     np.testing.assert_array_equal(part_scores.view(np.uint32), scores[bu:].view(np.uint32))
+
+
+def test_fused_scores_are_the_same_bits_at_every_instruction_set() -> None:
+    """AVX-512 (12 x 32 tiles) and AVX2 (6 x 16) compute each score as the same FMA chain,
+    so a Dask cluster mixing both CPUs still publishes one answer."""
+    levels = [isa for name, (_, isa) in INDEX_KINDS.items() if name.startswith("c-fused")]
+    if len(levels) < 2:
+        pytest.skip("this CPU runs at most one fused instruction set")
+    rng = np.random.default_rng(12)
+    U = rng.normal(size=(700, 65)).astype(np.float32)
+    V = rng.normal(size=(5000, 65)).astype(np.float32)
+    excl = sp.random(700, 5000, density=0.01, format="csr", random_state=1)
+    got = []
+    for isa in levels:
+        C.set_isa(isa)
+        try:
+            got.append(ExactIndex(kernels="c", fused=True).build(V).search(U, 100, excl))
+        finally:
+            C.set_isa(-1)
+    for ids, scores in got[1:]:
+        np.testing.assert_array_equal(ids, got[0][0])
+        np.testing.assert_array_equal(scores.view(np.uint32), got[0][1].view(np.uint32))
