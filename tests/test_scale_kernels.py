@@ -168,9 +168,8 @@ def test_kernels_match_lexsort_random(seed: int, k: int, ties: bool, backend: st
     n, m = 9, int(rng.integers(1, 3000))
     S = rng.normal(size=(n, m)).astype(np.float32)
     if ties:
-        # few distinct values: ties everywhere (+ 0 turns -0.0 into 0.0: the keys order by float
-        # bits, so the kernels rank 0.0 above -0.0 where a float compare calls them equal)
-        S = (np.round(S * 2) + 0.0).astype(np.float32)
+        # few distinct values: ties everywhere, -0.0 among them (it ties with 0.0: smaller position first)
+        S = np.round(S * 2).astype(np.float32)
     block = int(rng.choice([8, 63, 64, 65, 200, 4 * k, 4 * k + 3, 1024]))
     block = max(block, 1)
     perm = rng.permutation(m) if seed % 2 else None
@@ -412,3 +411,49 @@ def test_fused_scores_are_the_same_bits_at_every_instruction_set() -> None:
     for ids, scores in got[1:]:
         np.testing.assert_array_equal(ids, got[0][0])
         np.testing.assert_array_equal(scores.view(np.uint32), got[0][1].view(np.uint32))
+
+
+def test_negative_zero_ties_with_zero_in_every_index_kind(index_kind: dict) -> None:
+    """fma(-1e-30, 1e-30, +0) underflows to -0.0 while -1e-30 * 0 + 0 is +0.0: the two scores
+    are equal, so the smaller position ranks first whatever sign the zero carries."""
+    U = np.array([[-1e-30], [1e-30]], np.float32)
+    V = np.array([[1e-30], [0.0], [-1e-30]], np.float32)
+    ids, scores = ExactIndex(**index_kind).build(V).search(U, 3)
+    assert ids.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert np.all(scores == 0)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_abandoned_search_waits_for_every_launched_batch(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing search_batches after its first batch must not leave worker tasks running: the
+    C kernels read the item order and user vectors through raw pointers, which the generator
+    frees when it closes (the batch after the one being consumed is already launched)."""
+    if not C.available() or (fused and not C.fused_available()):
+        pytest.skip("needs the C kernels (and AVX2/AVX-512 + FMA for the fused path)")
+    import threading
+
+    state = {"closed": False, "late": 0}
+    lock = threading.Lock()
+    name = "fused_rest" if fused else "block"
+    original = getattr(C.Rows, name)
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = original(self, *args, **kwargs)
+        with lock:  # a kernel call still running (or starting) once close() has returned
+            if state["closed"]:
+                state["late"] += 1
+        return out
+
+    monkeypatch.setattr(C.Rows, name, counting)
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(6000, 16)).astype(np.float32)
+    V = rng.normal(size=(40_000, 16)).astype(np.float32)
+    gen = ExactIndex(kernels="c", fused=fused, n_threads=2).build(V).search_batches(U, 10, batch_size=1024)
+    next(gen)
+    gen.close()
+    with lock:
+        state["closed"] = True
+    import time
+
+    time.sleep(0.3)  # a task still running would call the kernel again within this time
+    assert state["late"] == 0

@@ -162,7 +162,8 @@ _ISA_LIMIT = [-1]  # set_isa's limit, for the kernels that take the level per ca
 
 def set_isa(want: int) -> int:
     """Use at most this instruction set (2 AVX-512, 1 AVX2, 0 portable C; -1 the best the CPU
-    has) for every later call; returns the level chosen.  Process-wide (tests and benchmarks)."""
+    has) for every later call; returns the level chosen.  Process-wide, for tests and
+    benchmarks, and never while a search runs (a search picks its path when it starts)."""
     lib = _load()
     if lib is None:
         raise ConfigError("the C selection kernels are not built")

@@ -29,8 +29,27 @@
 
 #define LOWEST_F32 (-3.4028235e38f)
 
+#ifdef FMREC_X86
+/* What each compiled variant was built for (its `#pragma GCC target`), checked at run time. */
+static int cpu_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+           __builtin_cpu_supports("popcnt");
+}
+
+static int cpu_avx512(void)
+{
+    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+static int cpu_fma(void) { return __builtin_cpu_supports("fma"); }
+#endif
+
 static inline uint64_t make_key(uint32_t bits, int64_t pos)
 {
+    bits = bits == 0x80000000u ? 0u : bits; /* -0.0 ties with +0.0 (smaller position first) */
     uint64_t u = bits;
     uint64_t m = u ^ (0x80000000ull | ((u >> 31) * 0x7FFFFFFFull));
     return (m << 32) | (0xFFFFFFFFull - (uint64_t)pos);
@@ -114,7 +133,7 @@ static inline uint64_t mask64_generic(const float *p, float T)
 
 #ifdef FMREC_X86
 #pragma GCC push_options
-#pragma GCC target("avx2,bmi,bmi2,popcnt,lzcnt")
+#pragma GCC target("avx2,bmi,bmi2,popcnt")
 static inline uint64_t mask64_avx2(const float *p, float T)
 {
     __m256 t = _mm256_set1_ps(T);
@@ -133,7 +152,7 @@ static inline uint64_t mask64_avx2(const float *p, float T)
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,bmi,bmi2,popcnt,lzcnt")
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,bmi,bmi2,popcnt")
 static inline uint64_t mask64_avx512(const float *p, float T)
 {
     __m512 t = _mm512_set1_ps(T);
@@ -233,7 +252,7 @@ static void take_row(const fused_ctx *c, int64_t i, const float *sc, uint32_t m,
 
 #ifdef FMREC_X86
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt,lzcnt")
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")
 
 #define FMREC_TILE_DECL                                                                               \
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, \
@@ -332,7 +351,7 @@ static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const f
 /* AVX2 + FMA: 6 users x 16 items per tile (12 ymm accumulators), each 32-item panel in
  * two halves; the same FMA chain per score, so the same scores as the AVX-512 tiles. */
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt")
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 
 #define FMREC_TILE2_DECL                                                                                   \
     __m256 d00 = _mm256_setzero_ps(), d01 = d00, d10 = d00, d11 = d00, d20 = d00, d21 = d00, d30 = d00,     \
@@ -429,9 +448,7 @@ static int64_t fused_isa(void)
 {
 #ifdef FMREC_X86
     __builtin_cpu_init();
-    int64_t best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") ? 2
-                   : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
-                                                                                      : 0;
+    int64_t best = cpu_avx512() && cpu_fma() ? 2 : cpu_avx2() && cpu_fma() ? 1 : 0;
     return fused_level < 0 || fused_level > best ? best : fused_level;
 #else
     return 0;
@@ -555,7 +572,7 @@ static void ivf_scan_generic(const float *Q, int64_t r0, int64_t r1, int64_t K, 
 
 #ifdef FMREC_X86
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt")
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 static void ivf_scan_avx2(const float *Q, int64_t r0, int64_t r1, int64_t K, const int64_t *probes,
                           int64_t nprobe, const int64_t *list_ptr, const float *panels, const int64_t *panel_ids,
                           const int64_t *ex_ptr, const int32_t *ex_idx, int64_t has_excl, uint8_t *banned,
@@ -636,7 +653,7 @@ int64_t fmrec_ivf_fast(void)
 {
 #ifdef FMREC_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return cpu_avx2() && cpu_fma();
 #else
     return 0;
 #endif
@@ -651,7 +668,7 @@ void fmrec_ivf_scan(const float *Q, int64_t r0, int64_t r1, int64_t K, const int
                     int64_t *fill, uint64_t *tmp, int64_t isa)
 {
 #ifdef FMREC_X86
-    if (isa >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (isa >= 1 && cpu_avx2() && cpu_fma()) {
         ivf_scan_avx2(Q, r0, r1, K, probes, nprobe, list_ptr, panels, panel_ids, ex_ptr, ex_idx, has_excl, banned,
                       keys, cap, k, fill, tmp);
         return;
@@ -672,9 +689,7 @@ static topk_block_fn pick(int64_t isa)
 #ifdef FMREC_X86
     if (isa < 0) {
         __builtin_cpu_init();
-        isa = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
-              : __builtin_cpu_supports("avx2")                                        ? 1
-                                                                                      : 0;
+        isa = cpu_avx512() ? 2 : cpu_avx2() ? 1 : 0;
     }
     if (isa >= 2)
         return topk_block_avx512;
@@ -695,9 +710,7 @@ int64_t fmrec_select_isa(int64_t want)
     int64_t best = 0;
 #ifdef FMREC_X86
     __builtin_cpu_init();
-    best = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? 2
-           : __builtin_cpu_supports("avx2")                                        ? 1
-                                                                                   : 0;
+    best = cpu_avx512() ? 2 : cpu_avx2() ? 1 : 0;
 #endif
     int64_t isa = (want < 0 || want > best) ? best : want;
     chosen = pick(isa);

@@ -240,6 +240,7 @@ def ge_mask64(S, r, c0, T):
 CHUNK = 64
 _LOW = np.uint64(0xFFFFFFFF)
 _SIGN = np.uint64(0x80000000)
+_NEG_ZERO = np.uint64(0x80000000)  # float32 bits of -0.0
 _ABS = np.uint64(0x7FFFFFFF)
 _SHIFT = np.uint64(32)
 _ONE = np.uint64(1)
@@ -252,8 +253,11 @@ RERANK_CHUNKS = 16  # parallel tasks of rerank_candidates per call
 
 @njit(cache=True, nogil=True, inline="always")
 def _key(bits, pos):
-    """Order-preserving uint64 key of (float32 bits, catalogue position)."""
+    """Order-preserving uint64 key of (float32 bits, catalogue position); -0.0 keys as +0.0
+    (they tie, so the smaller position wins, as in a float compare)."""
     u = np.uint64(bits)
+    if u == _NEG_ZERO:
+        u = np.uint64(0)
     m = u ^ (_SIGN | ((u >> _B31) * _ABS))  # negative: flip all 32 bits; positive: set the sign bit
     return (m << _SHIFT) | (_LOW - np.uint64(pos))
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # scipy is imported where a sparse matrix is built: `recommen
 
 from fmrec.errors import ConfigError
 
-MAX_POSITION = 0xFFFFFFFE  # positions must fit the low half of a selection key (both kernel sets)
+MAX_POSITION = 0x7FFFFFFE  # positions fit a selection key's low half and int32 exclusion indices (scipy's)
 _EMPTY_PTR = np.zeros(0, dtype=np.int64)
 _EMPTY_IDX = np.zeros(0, dtype=np.int32)
 
@@ -28,6 +28,8 @@ def as_exclusion(exclude: sp.spmatrix | None, n_rows: int, n_items: int) -> tupl
     """Validated CSR arrays (indptr int64, sorted indices int32) of an exclusion matrix."""
     if exclude is None:
         return _EMPTY_PTR, _EMPTY_IDX
+    if n_items > MAX_POSITION + 1:
+        raise ConfigError(f"exclusions cover at most {MAX_POSITION + 1} items (int32 positions), got {n_items}")
     import scipy.sparse as sp
 
     m = sp.csr_matrix(exclude)
@@ -285,7 +287,7 @@ class ExactIndex:
             p_rest = p_panels + first * dims * C.PANEL * 4
 
             def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
-                _ = panels  # kept alive by the closure while workers run
+                _ = (panels, perm, U)  # the C kernels read these through raw pointers: keep them alive
                 st = _cscratch(bu, first * C.PANEL, k)
                 rows = e - s
                 st.start(rows)
@@ -308,6 +310,7 @@ class ExactIndex:
             p_perm = int(perm.ctypes.data)
 
             def work(b0: int, s: int, e: int, out_s: np.ndarray, out_i: np.ndarray) -> None:
+                _ = perm  # the C kernels read it through a raw pointer: keep it alive
                 st = _cscratch(bu, scratch_cols, k)
                 rows = e - s
                 st.start(rows)
@@ -371,22 +374,31 @@ class ExactIndex:
                     yield start, ids, scores
                 return
             pool = _pool(n_threads)
-            pending = launch(starts[0], pool)
+            inflight: list[list[Future[Any]]] = []  # every launched batch not yet waited for
             try:
+                pending = launch(starts[0], pool)
+                inflight.append(pending[3])
                 for nxt in starts[1:] + [None]:
                     following = launch(nxt, pool) if nxt is not None else None
+                    if following is not None:
+                        inflight.append(following[3])
                     start, ids, scores, futures = pending
                     for f in futures:
                         f.result()
+                    inflight.remove(futures)
                     yield start, ids, scores
                     pending = following  # type: ignore[assignment]
             finally:
-                if pending is not None:  # abandoned early: drop queued work, wait for running tasks
-                    for f in pending[3]:
+                # abandoned early (the caller stopped, a task failed, Ctrl-C): drop queued work and
+                # wait for running tasks -- of the batch being consumed *and* the one launched after
+                # it -- before the arrays they read through raw pointers (C kernels) can be freed
+                for futures in inflight:
+                    for f in futures:
                         f.cancel()
-                    for f in pending[3]:
+                for futures in inflight:
+                    for f in futures:
                         if not f.cancelled():
                             try:
                                 f.result()
-                            except Exception:  # noqa: BLE001 - the caller is already leaving
+                            except BaseException:  # noqa: BLE001 - the caller is already leaving
                                 pass

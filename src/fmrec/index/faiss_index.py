@@ -449,7 +449,7 @@ class FaissIndex:
             if wanted and C.available() and not self.pad_:
                 faiss = import_faiss()
                 down = faiss.downcast_index(self.index_)
-                if isinstance(down, faiss.IndexIVFFlat):
+                if type(down) is faiss.IndexIVFFlat:  # not a subclass: IVF…,FlatDedup lists hold one copy
                     inv = down.invlists
                     lists = []
                     for lst in range(down.nlist):
