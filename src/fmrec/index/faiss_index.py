@@ -162,7 +162,8 @@ class FaissIndex:
     k_factor : fetch ``ceil(k_factor * k)`` candidates (plus exclusions) and re-rank
         them exactly; None: 1, or 4 when the index stores compressed codes.
     train_size : vectors sampled (``random_state``) to train IVF / PQ indexes.
-    max_exclusions : users with more excluded items are answered by the exact index.
+    max_exclusions : users with more excluded items are answered by the exact index
+        (faiss's own search; the ``IVF…,Flat`` list scan needs no fallback).
     n_threads : faiss (OpenMP) threads, and the exact fallback's; None = all cores.
     scan_lists : for ``IVF…,Flat`` indexes, score every item of each user's probed lists
         exactly in fmrec's C kernels (faiss picks the lists) instead of faiss's own
