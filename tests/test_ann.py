@@ -362,7 +362,7 @@ def test_list_scan_is_the_exact_top_k_of_the_probed_lists(metric: str, isa: int)
     V = rng.integers(-3, 4, size=(2000, 13)).astype(np.float32)
     banned = rng.random((150, 2000)) < 0.1
     excl = sp.csr_matrix(banned.astype(np.float32))
-    idx = FaissIndex("IVF16,Flat", nprobe=3, metric=metric, batch_size=40).build(V)
+    idx = FaissIndex("IVF16,Flat", nprobe=3, metric=metric, batch_size=40, scan_lists=True).build(V)
     C.set_isa(isa)
     try:
         ids, scores = idx.search(U, 20, excl)

@@ -22,7 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* The vector variants use GCC's `#pragma GCC target` regions and __builtin_cpu_supports;
+ * other compilers (clang reads the pragma differently) build the portable C only. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FMREC_PORTABLE_ONLY)
 #define FMREC_X86 1
 #include <immintrin.h>
 #endif
@@ -201,6 +203,7 @@ void fmrec_pack_panels(const float *V, int64_t n, int64_t K, float *out)
     }
 }
 
+#ifdef FMREC_X86
 typedef struct {
     const int64_t *perm, *ex_ptr, *ex_pos;
     int64_t *ex_cur, *fill;
@@ -250,7 +253,6 @@ static void take_row(const fused_ctx *c, int64_t i, const float *sc, uint32_t m,
 }
 
 
-#ifdef FMREC_X86
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")
 
