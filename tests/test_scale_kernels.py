@@ -141,15 +141,11 @@ def run_c_kernels(S: np.ndarray, k: int, block: int, perm: np.ndarray | None = N
     Sv = np.ascontiguousarray(S[:, perm])
     st = C.Rows(n, block, k)
     st.start(n)
-    ex = (0, 0, 0, 0)
+    ex, keep = (0, 0, 0, 0), ()
     if banned is not None:
         exm = sp.csr_matrix(banned.astype(np.float32))
         indptr, indices = exm.indptr.astype(np.int64), exm.indices.astype(np.int32)
-        ex_ptr = np.empty(n + 1, np.int64)
-        ex_pos = np.empty(max(1, int(indptr[-1])), np.int64)
-        st.remap(indptr, indices, inv, 0, n, ex_ptr, ex_pos)
-        ex_cur = ex_ptr[:-1].copy()
-        ex = (ex_ptr.ctypes.data, ex_pos.ctypes.data, ex_cur.ctypes.data, 1)
+        ex, keep = st.exclusions(indptr, indices, inv, 0, n)
     for j0 in range(0, m, block):
         cols = min(block, m - j0)
         st.S[:, :cols] = Sv[:, j0:j0 + cols]

@@ -206,10 +206,20 @@ class Rows:
     def finish(self, rows: int, out_bits: np.ndarray, out_i: np.ndarray) -> None:
         """Rows best first into ``out_bits`` (uint32 view of float32 scores) / ``out_i``, both
         C-contiguous (rows, k)."""
-        k = self.k
-        self.lib.fmrec_finish_select(self.p_keys, self.cap, k, self.p_fill, rows, self.p_tmp)
-        self.keys[:rows, :k].sort(axis=1)
-        self.lib.fmrec_finish_write(self.p_keys, self.cap, k, self.p_fill, rows, _ptr(out_bits), _ptr(out_i))
+        _finish(self.keys, self.fill, self.tmp, self.k, rows, _ptr(out_bits), _ptr(out_i))
+
+    def exclusions(self, indptr: np.ndarray, indices: np.ndarray, inv: np.ndarray, start: int,
+                   stop: int) -> tuple[tuple[int, int, int, int], tuple[np.ndarray, ...]]:
+        """Users ``start..stop-1``'s exclusions in visiting order, sorted per user, as the kernels'
+        ``(ex_ptr, ex_pos, ex_cur, has)`` pointers, and the arrays behind them (keep them alive)."""
+        if not indptr.size:
+            return (0, 0, 0, 0), ()
+        rows = stop - start
+        ex_ptr = np.empty(rows + 1, dtype=np.int64)
+        ex_pos = np.empty(max(1, int(indptr[stop] - indptr[start])), dtype=np.int64)
+        self.remap(indptr, indices, inv, start, stop, ex_ptr, ex_pos)
+        ex_cur = ex_ptr[:-1].copy()
+        return (_ptr(ex_ptr), _ptr(ex_pos), _ptr(ex_cur), 1), (ex_ptr, ex_pos, ex_cur)
 
     def fused_first(self, p_users: int, rows: int, dims: int, p_panels: int, n_panels: int) -> None:
         """Scores of ``rows`` users against the first ``n_panels`` panels into ``S`` (fused kernels)."""
@@ -275,7 +285,14 @@ def ivf_scan(lists: IvfLists, U: np.ndarray, probes: np.ndarray, k: int, r0: int
     lib.fmrec_ivf_scan(_ptr(U), r0, r1, lists.dims, _ptr(probes), probes.shape[1], _ptr(lists.list_ptr),
                        _ptr(lists.panels), _ptr(lists.panel_ids), p_ptr, p_idx, has, _ptr(banned), _ptr(keys), cap,
                        k, _ptr(fill), _ptr(tmp), isa)
+    _finish(keys, fill, tmp, k, rows, _ptr(out_bits) + 4 * k * r0, _ptr(out_i) + 8 * k * r0)
+
+
+def _finish(keys: np.ndarray, fill: np.ndarray, tmp: np.ndarray, k: int, rows: int, p_bits: int, p_ids: int) -> None:
+    """Cut each key buffer row (``keys`` (>= rows, cap)) to its k best, sort them (numpy's SIMD
+    sort) and write them best first as float32 bits / positions at ``p_bits`` / ``p_ids``."""
+    lib = _load()
+    cap = keys.shape[1]
     lib.fmrec_finish_select(_ptr(keys), cap, k, _ptr(fill), rows, _ptr(tmp))
     keys[:rows, :k].sort(axis=1)
-    lib.fmrec_finish_write(_ptr(keys), cap, k, _ptr(fill), rows, _ptr(out_bits) + 4 * k * r0,
-                           _ptr(out_i) + 8 * k * r0)
+    lib.fmrec_finish_write(_ptr(keys), cap, k, _ptr(fill), rows, p_bits, p_ids)

@@ -279,44 +279,17 @@ static void take_row(const fused_ctx *c, int64_t i, const float *sc, uint32_t m,
     M(0, c00, c01) M(1, c10, c11) M(2, c20, c21) M(3, c30, c31) M(4, c40, c41) M(5, c50, c51)               \
     M(6, c60, c61) M(7, c70, c71) M(8, c80, c81) M(9, c90, c91) M(10, ca0, ca1) M(11, cb0, cb1)
 
-/* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
-static void fused_scores_avx512(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
-                        int64_t ld)
-{
-    for (int64_t i0 = 0; i0 < rows; i0 += 12) {
-        const float *a[12];
-        for (int r = 0; r < 12; r++)
-            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
-        for (int64_t p = 0; p < n_panels; p++) {
-            const float *b = P + p * K * 32;
-            FMREC_TILE_DECL
-            FMREC_TILE_LOOP
-            float *s = S + i0 * ld + p * 32;
-#define FMREC_STORE(R, C0, C1)                         \
-    if (i0 + R < rows) {                               \
-        _mm512_storeu_ps(s + R * ld, C0);              \
-        _mm512_storeu_ps(s + R * ld + 16, C1);         \
-    }
-            FMREC_EACH_ROW(FMREC_STORE)
-#undef FMREC_STORE
-        }
-    }
-}
-
-/* The rest of the catalogue for rows 0..rows-1 (users U, K dims): panels P[0:n_panels]
- * hold visiting-order columns col_offset.., n_cols of them in all (the last panel may
- * be partial).  Each row's buffer/fill/threshold continue from its first block;
- * exclusions as in fmrec_topk_block (ex_cur from where the first block left it).
+/* One sweep of 12-user tiles over panels P[0:n_panels] for rows 0..rows-1 (users U, K
+ * dims).  With S (row stride ld): every score is stored (a search's first block).
+ * Without (S NULL): panels hold visiting-order columns col_offset.., n_cols in all (the
+ * last panel may be partial), and each row's scores that reach its threshold go to
+ * take_row (buffers, fills, thresholds and exclusions continue from the first block).
  * chunk: panels per L2-resident chunk (every row tile sweeps a chunk, then the next). */
-static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
-                        int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
-                        const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
-                        int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
+static void fused_tiles_avx512(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                               int64_t col_offset, int64_t n_cols, const fused_ctx *c, float *S, int64_t ld,
+                               int64_t chunk)
 {
-    fused_ctx c = {perm, ex_ptr, ex_pos, ex_cur, fill, has_excl, cap, k, keys, tmp, thr};
     float sc[32] __attribute__((aligned(64)));
-    if (chunk < 1)
-        chunk = 1;
     for (int64_t pc = 0; pc < n_panels; pc += chunk) {
         int64_t pe = pc + chunk < n_panels ? pc + chunk : n_panels;
         for (int64_t i0 = 0; i0 < rows; i0 += 12) {
@@ -328,9 +301,21 @@ static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const f
                 const float *b = P + p * K * 32;
                 FMREC_TILE_DECL
                 FMREC_TILE_LOOP
+                if (S) {
+                    float *s = S + i0 * ld + p * 32;
+#define FMREC_STORE(R, C0, C1)                         \
+    if (R < nr) {                                      \
+        _mm512_storeu_ps(s + R * ld, C0);              \
+        _mm512_storeu_ps(s + R * ld + 16, C1);         \
+    }
+                    FMREC_EACH_ROW(FMREC_STORE)
+#undef FMREC_STORE
+                    continue;
+                }
                 int64_t col0 = col_offset + p * 32;
                 int64_t left = n_cols - p * 32;
                 uint32_t valid = left >= 32 ? 0xFFFFFFFFu : ((1u << left) - 1u);
+                const float *thr = c->thr;
 #define FMREC_PICK(R, C0, C1)                                                                    \
     if (R < nr) {                                                                                \
         __m512 t = _mm512_set1_ps(thr[i0 + R]);                                                  \
@@ -339,7 +324,7 @@ static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const f
         if (m) {                                                                                 \
             _mm512_store_ps(sc, C0);                                                             \
             _mm512_store_ps(sc + 16, C1);                                                        \
-            take_row(&c, i0 + R, sc, m, col0);                                                   \
+            take_row(c, i0 + R, sc, m, col0);                                                    \
         }                                                                                        \
     }
                 FMREC_EACH_ROW(FMREC_PICK)
@@ -374,40 +359,12 @@ static void fused_select_avx512(const float *U, int64_t rows, int64_t K, const f
 
 #define FMREC_EACH_ROW2(M) M(0, d00, d01) M(1, d10, d11) M(2, d20, d21) M(3, d30, d31) M(4, d40, d41) M(5, d50, d51)
 
-static void fused_scores_avx2(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
-                              int64_t ld)
+/* fused_tiles_avx512 with 6-user x 16-item tiles (each panel in two halves). */
+static void fused_tiles_avx2(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                             int64_t col_offset, int64_t n_cols, const fused_ctx *c, float *S, int64_t ld,
+                             int64_t chunk)
 {
-    for (int64_t i0 = 0; i0 < rows; i0 += 6) {
-        const float *a[6];
-        for (int r = 0; r < 6; r++)
-            a[r] = U + (i0 + r < rows ? i0 + r : rows - 1) * K;
-        for (int64_t p = 0; p < n_panels; p++) {
-            for (int h = 0; h < 2; h++) {
-                const float *b = P + p * K * 32 + h * 16;
-                FMREC_TILE2_DECL
-                FMREC_TILE2_LOOP
-                float *s = S + i0 * ld + p * 32 + h * 16;
-#define FMREC_STORE2(R, C0, C1)                        \
-    if (i0 + R < rows) {                               \
-        _mm256_storeu_ps(s + R * ld, C0);              \
-        _mm256_storeu_ps(s + R * ld + 8, C1);          \
-    }
-                FMREC_EACH_ROW2(FMREC_STORE2)
-#undef FMREC_STORE2
-            }
-        }
-    }
-}
-
-static void fused_select_avx2(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
-                              int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
-                              const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
-                              int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
-{
-    fused_ctx c = {perm, ex_ptr, ex_pos, ex_cur, fill, has_excl, cap, k, keys, tmp, thr};
     float sc[16] __attribute__((aligned(32)));
-    if (chunk < 1)
-        chunk = 1;
     for (int64_t pc = 0; pc < n_panels; pc += chunk) {
         int64_t pe = pc + chunk < n_panels ? pc + chunk : n_panels;
         for (int64_t i0 = 0; i0 < rows; i0 += 6) {
@@ -420,9 +377,21 @@ static void fused_select_avx2(const float *U, int64_t rows, int64_t K, const flo
                     const float *b = P + p * K * 32 + h * 16;
                     FMREC_TILE2_DECL
                     FMREC_TILE2_LOOP
+                    if (S) {
+                        float *s = S + i0 * ld + p * 32 + h * 16;
+#define FMREC_STORE2(R, C0, C1)                        \
+    if (R < nr) {                                      \
+        _mm256_storeu_ps(s + R * ld, C0);              \
+        _mm256_storeu_ps(s + R * ld + 8, C1);          \
+    }
+                        FMREC_EACH_ROW2(FMREC_STORE2)
+#undef FMREC_STORE2
+                        continue;
+                    }
                     int64_t col0 = col_offset + p * 32 + h * 16;
                     int64_t left = n_cols - p * 32 - h * 16;
                     uint32_t valid = left >= 16 ? 0xFFFFu : (left > 0 ? ((1u << left) - 1u) : 0u);
+                    const float *thr = c->thr;
 #define FMREC_PICK2(R, C0, C1)                                                                   \
     if (R < nr) {                                                                                \
         __m256 t = _mm256_set1_ps(thr[i0 + R]);                                                  \
@@ -431,7 +400,7 @@ static void fused_select_avx2(const float *U, int64_t rows, int64_t K, const flo
         if (m) {                                                                                 \
             _mm256_store_ps(sc, C0);                                                             \
             _mm256_store_ps(sc + 8, C1);                                                         \
-            take_row(&c, i0 + R, sc, m, col0);                                                   \
+            take_row(c, i0 + R, sc, m, col0);                                                    \
         }                                                                                        \
     }
                     FMREC_EACH_ROW2(FMREC_PICK2)
@@ -461,35 +430,40 @@ static int64_t fused_isa(void)
  * level fmrec_select_isa set). */
 int64_t fmrec_fused_available(void) { return fused_isa() > 0; }
 
+#ifdef FMREC_X86
+static void fused_tiles(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
+                        int64_t col_offset, int64_t n_cols, const fused_ctx *c, float *S, int64_t ld, int64_t chunk)
+{
+    int64_t isa = fused_isa();
+    if (chunk < 1)
+        chunk = 1;
+    if (isa == 2)
+        fused_tiles_avx512(U, rows, K, P, n_panels, col_offset, n_cols, c, S, ld, chunk);
+    else if (isa == 1)
+        fused_tiles_avx2(U, rows, K, P, n_panels, col_offset, n_cols, c, S, ld, chunk);
+}
+#endif
+
 /* Scores of rows x (32 n_panels) into S (row stride ld): the first block of a search. */
 void fmrec_fused_scores(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels, float *S,
                         int64_t ld)
 {
 #ifdef FMREC_X86
-    int64_t isa = fused_isa();
-    if (isa == 2)
-        fused_scores_avx512(U, rows, K, P, n_panels, S, ld);
-    else if (isa == 1)
-        fused_scores_avx2(U, rows, K, P, n_panels, S, ld);
+    fused_tiles(U, rows, K, P, n_panels, 0, n_panels * 32, 0, S, ld, n_panels);
 #else
     (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)S, (void)ld;
 #endif
 }
 
-/* The rest of the catalogue for rows 0..rows-1 (see fused_select_avx512). */
+/* The rest of the catalogue for rows 0..rows-1 (see fused_tiles_avx512). */
 void fmrec_fused_select(const float *U, int64_t rows, int64_t K, const float *P, int64_t n_panels,
                         int64_t col_offset, int64_t n_cols, const int64_t *perm, const int64_t *ex_ptr,
                         const int64_t *ex_pos, int64_t *ex_cur, int64_t has_excl, uint64_t *keys, int64_t cap,
                         int64_t k, int64_t *fill, float *thr, uint64_t *tmp, int64_t chunk)
 {
 #ifdef FMREC_X86
-    int64_t isa = fused_isa();
-    if (isa == 2)
-        fused_select_avx512(U, rows, K, P, n_panels, col_offset, n_cols, perm, ex_ptr, ex_pos, ex_cur, has_excl,
-                            keys, cap, k, fill, thr, tmp, chunk);
-    else if (isa == 1)
-        fused_select_avx2(U, rows, K, P, n_panels, col_offset, n_cols, perm, ex_ptr, ex_pos, ex_cur, has_excl, keys,
-                          cap, k, fill, thr, tmp, chunk);
+    fused_ctx c = {perm, ex_ptr, ex_pos, ex_cur, fill, has_excl, cap, k, keys, tmp, thr};
+    fused_tiles(U, rows, K, P, n_panels, col_offset, n_cols, &c, 0, 0, chunk);
 #else
     (void)U, (void)rows, (void)K, (void)P, (void)n_panels, (void)col_offset, (void)n_cols, (void)perm;
     (void)ex_ptr, (void)ex_pos, (void)ex_cur, (void)has_excl, (void)keys, (void)cap, (void)k, (void)fill;

@@ -291,13 +291,7 @@ class ExactIndex:
                 st = _cscratch(bu, first * C.PANEL, k)
                 rows = e - s
                 st.start(rows)
-                ex: tuple[int, int, int, int] = (0, 0, 0, 0)
-                if indptr.size:
-                    ex_ptr = np.empty(rows + 1, dtype=np.int64)
-                    ex_pos = np.empty(max(1, int(indptr[e] - indptr[s])), dtype=np.int64)
-                    st.remap(indptr, indices, inv, s, e, ex_ptr, ex_pos)
-                    ex_cur = ex_ptr[:-1].copy()
-                    ex = (int(ex_ptr.ctypes.data), int(ex_pos.ctypes.data), int(ex_cur.ctypes.data), 1)
+                ex, _ex_arrays = st.exclusions(indptr, indices, inv, s, e)  # arrays kept alive here
                 pu = p_users + s * dims * 4
                 st.fused_first(pu, rows, dims, p_panels, first)
                 st.block(rows, first_cols, 0, p_perm, ex)
@@ -314,13 +308,7 @@ class ExactIndex:
                 st = _cscratch(bu, scratch_cols, k)
                 rows = e - s
                 st.start(rows)
-                ex: tuple[int, int, int, int] = (0, 0, 0, 0)
-                if indptr.size:  # this block's exclusions in visiting order, sorted per user
-                    ex_ptr = np.empty(rows + 1, dtype=np.int64)
-                    ex_pos = np.empty(max(1, int(indptr[e] - indptr[s])), dtype=np.int64)
-                    st.remap(indptr, indices, inv, s, e, ex_ptr, ex_pos)
-                    ex_cur = ex_ptr[:-1].copy()
-                    ex = (int(ex_ptr.ctypes.data), int(ex_pos.ctypes.data), int(ex_cur.ctypes.data), 1)
+                ex, _ex_arrays = st.exclusions(indptr, indices, inv, s, e)  # arrays kept alive here
                 Ub = U[s:e]
                 S = st.S
                 for t, j0 in enumerate(range(0, n_items, bi)):
