@@ -141,8 +141,9 @@ class ExactIndex:
     ``docs/architecture.md``).  ``fused=False`` keeps BLAS GEMM blocks.
 
     Ties are broken by smaller item position, so results are deterministic and
-    independent of the thread count.  Scores are float32 BLAS dot products; on
-    some CPUs (OpenBLAS's AMD Zen kernels) their last bit depends on where a
+    independent of the thread count.  Fused scores are one FMA chain per (user,
+    item), the same wherever the pair sits.  BLAS scores are float32 dot products
+    whose last bit, on some CPUs (OpenBLAS's AMD Zen kernels), depends on where a
     user and an item fall in a GEMM block.  Batches therefore always start on a
     block boundary, and ``order_by`` fixes the item visiting order (default: the
     mean searched user): searching a slice of users that starts on a block
@@ -250,7 +251,7 @@ class ExactIndex:
         the current one (writing it to a sink, say).
         """
         from fmrec._threads import blas_limit, resolve_threads
-        from fmrec.index._cbackend import resolve, resolve_fused
+        from fmrec.index._cbackend import resolve
 
         if self.items_ is None:
             raise ConfigError("index is empty: call build(item_vectors) first")
@@ -271,8 +272,7 @@ class ExactIndex:
         scratch_cols = max(1, min(bi, n_items))
 
         backend = resolve(self.kernels)
-        fused = backend == "c" and resolve_fused(self.fused) and n_items > 0 and n_users > 0
-        if fused:
+        if self.gemm_engine() == "fused" and n_items > 0 and n_users > 0:
             # fused GEMM + selection (see _ctopk.c): the first panels' scores are stored and
             # selected as a first block; the rest never leave the registers unless they pass
             from fmrec.index import _cbackend as C
